@@ -1,0 +1,57 @@
+# The two commands that matter: `make run` (set up and run the main job) and `make test` (set up and pass
+# the tests). Everything else is a step they use. All state lives under .state/ (ignored by git).
+SHELL := /bin/bash
+.ONESHELL:
+.SHELLFLAGS := -euo pipefail -c
+PYTHON ?= python3.11
+VENV := .venv
+STAMP := $(VENV)/.installed
+KAFKA := infra/kafka/kafka.sh
+PYTEST_ARGS ?=
+
+.PHONY: help setup kafka-jars kafka-start kafka-stop airflow-start run stop test test-unit bench clean
+
+help:
+	@echo "make run    set up, start Kafka and Airflow, run the main job, print the UI address and login"
+	@echo "make test   set up and run the whole test suite (starts and stops its own broker)"
+	@echo "make stop   stop Airflow and the Kafka broker started by make run"
+	@echo "make bench  run the benchmarks under bench/"
+
+$(STAMP): requirements.txt constraints.txt
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade "pip==26.3"
+	$(VENV)/bin/pip install -q -r requirements.txt -c constraints.txt
+	touch $(STAMP)
+
+setup: $(STAMP) kafka-jars
+
+kafka-jars:
+	$(KAFKA) fetch
+
+kafka-start: kafka-jars
+	$(KAFKA) start
+
+kafka-stop:
+	$(KAFKA) stop
+
+airflow-start: setup
+	scripts/airflow.sh start
+
+run: setup
+	scripts/run.sh
+
+stop:
+	scripts/airflow.sh stop
+	$(KAFKA) stop
+
+test: setup
+	scripts/test.sh $(PYTEST_ARGS)
+
+test-unit: setup
+	$(VENV)/bin/python -m pytest tests/unit tests/dags -q $(PYTEST_ARGS)
+
+bench: setup
+	scripts/bench.sh
+
+clean: stop
+	rm -rf .state

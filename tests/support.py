@@ -1,0 +1,87 @@
+"""Helpers the tests share: a broker process wrapper, Airflow command runner, unique names."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parents[1]
+KAFKA_SH = PROJECT / "infra" / "kafka" / "kafka.sh"
+VENV_BIN = Path(sys.executable).parent
+
+
+def shared_data_dir() -> Path:
+    """The read-only ``shared/data`` folder beside the checkout (the blog author's data)."""
+    env = os.environ.get("RETRAIN_SHARED_DATA")
+    return Path(env) if env else PROJECT.parent / "shared" / "data"
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+@dataclass
+class Broker:
+    """A Kafka broker started by the project's own script, with its own state folder and port."""
+
+    state_dir: Path
+    port: int
+    env: dict = field(default_factory=dict)
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        env = {**os.environ, "KAFKA_STATE_DIR": str(self.state_dir), "KAFKA_PORT": str(self.port), **self.env}
+        return subprocess.run([str(KAFKA_SH), *args], env=env, check=check, capture_output=True, text=True, timeout=300)
+
+    def start(self) -> None:
+        result = self._run("start", check=False)
+        if result.returncode != 0:
+            raise RuntimeError(f"broker did not start:\n{result.stdout}\n{result.stderr}")
+
+    def stop(self) -> None:
+        self._run("stop")
+
+    def kill(self) -> None:
+        self._run("kill")
+
+    def status(self) -> bool:
+        return self._run("status", check=False).returncode == 0
+
+    def tool(self, *args: str) -> subprocess.CompletedProcess:
+        """Run a Kafka tool class (e.g. org.apache.kafka.tools.consumer.group.ConsumerGroupCommand)."""
+        return self._run("run-class", *args)
+
+
+def airflow_env(airflow_home: Path, bootstrap: str, extra: dict | None = None) -> dict:
+    """The environment of an ``airflow`` command for this project in ``airflow_home``."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "PATH": f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
+            "PYTHONPATH": str(PROJECT),
+            "AIRFLOW_HOME": str(airflow_home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "AIRFLOW_CONN_KAFKA_DEFAULT": '{"conn_type": "kafka", "extra": {"bootstrap.servers": "%s"}}' % bootstrap,
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+        }
+    )
+    env.update(extra or {})
+    return env
+
+
+def run_airflow(env: dict, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run ``airflow ARGS`` and return the completed process (output captured as text)."""
+    return subprocess.run(
+        [str(VENV_BIN / "airflow"), *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=PROJECT
+    )
