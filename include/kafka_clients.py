@@ -65,7 +65,7 @@ def producer_config(base: Mapping[str, Any], *, transactional_id: str | None = N
         **base,
         "acks": "all",
         "enable.idempotence": True,
-        "linger.ms": 20,
+        "linger.ms": 5,
         "batch.size": 1_000_000,
         "compression.type": "lz4",
         "queue.buffering.max.messages": 1_000_000,

@@ -62,6 +62,9 @@ class Settings:
     consumer_group: str = "drone-trainer"
     batch_messages: int = 100
     stream_timeout_s: float = 10.0
+    # Fault injection for the test suites: "<stage>" or "<stage>:<count>" kills the process with SIGKILL
+    # when that stage is reached (the count-th time). Empty in production.
+    fault_point: str = ""
 
     def __post_init__(self) -> None:
         if not self.db_url:
@@ -100,6 +103,7 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         consumer_group=_env(env, "RETRAIN_CONSUMER_GROUP", "drone-trainer"),
         batch_messages=_env_int(env, "RETRAIN_BATCH_MESSAGES", 100),
         stream_timeout_s=_env_float(env, "RETRAIN_STREAM_TIMEOUT_S", 10.0),
+        fault_point=_env(env, "RETRAIN_FAULT_POINT", ""),
     )
 
 

@@ -141,6 +141,9 @@ def _int_checker(col: Column) -> Callable[[str], Any]:
         digits = text[1:] if text[:1] in ("-", "+") else text
         if not (digits.isascii() and digits.isdigit()):
             raise _FieldInvalid("is not an integer")
+        if len(digits) > 30:
+            # int() refuses strings over 4,300 digits, and no declared range needs 30; say so instead.
+            raise _FieldInvalid(f"has {len(digits)} digits, out of any declared range")
         _check_range(int(text), col)
 
     return check

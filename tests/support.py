@@ -85,3 +85,38 @@ def run_airflow(env: dict, *args: str, timeout: float = 600) -> subprocess.Compl
     return subprocess.run(
         [str(VENV_BIN / "airflow"), *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=PROJECT
     )
+
+
+def read_topic(bootstrap: str, topic: str, *, committed_only: bool = True, timeout: float = 30.0) -> list:
+    """Every message of ``topic`` (all partitions) as seen by a read_committed (or uncommitted) consumer."""
+    import time
+
+    from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": unique("reader"),
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed" if committed_only else "read_uncommitted",
+            "enable.partition.eof": True,
+            "fetch.wait.max.ms": 50,
+        }
+    )
+    messages = []
+    try:
+        partitions = sorted(consumer.list_topics(topic, timeout=30).topics[topic].partitions)
+        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        pending, deadline = set(partitions), time.monotonic() + timeout
+        while pending and time.monotonic() < deadline:
+            for msg in consumer.consume(10_000, 0.5):
+                if msg.error():
+                    if msg.error().code() == KafkaError._PARTITION_EOF:
+                        pending.discard(msg.partition())
+                        continue
+                    raise RuntimeError(msg.error())
+                messages.append(msg)
+        assert not pending, f"did not reach the end of {topic} in {timeout}s"
+    finally:
+        consumer.close()
+    return messages

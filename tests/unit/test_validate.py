@@ -85,6 +85,7 @@ CASES = [
     ("int-not-numeric", "drone", _bad(b",3,", b",abc,"), {}, [], [(2, "x", "not an integer")]),
     ("int-with-space", "drone", _bad(b",3,", b", 3,"), {}, [], [(2, "x", "not an integer")]),
     ("int-is-float", "drone", _bad(b",3,", b",3.0,"), {}, [], [(2, "x", "not an integer")]),
+    ("int-with-5000-digits", "drone", _bad(b",3,", b"," + b"9" * 5000 + b","), {}, [], [(2, "x", "5000 digits")]),
     ("float-not-numeric", "notes", b"plain,heavy,1\n", {}, [], [(1, "weight", "'heavy' is not a number")]),
     ("float-nan", "notes", b"plain,nan,1\n", {}, [], [(1, "weight", "is not a number")]),
     ("float-above-max", "notes", b"plain,10.5,1\n", {}, [], [(1, "weight", "'10.5' is above max 10")]),

@@ -1,0 +1,248 @@
+"""The project's database: the ingest ledger, quarantined rows, and the accuracy history of training.
+
+SQLAlchemy 2 models; a SQLite file by default, PostgreSQL by URL (``RETRAIN_DB_URL``). The schema is created
+and upgraded only by the Alembic migrations in ``include/migrations`` (:func:`upgrade`). Writes are
+idempotent upserts on natural keys (file hash, run id + mini-batch index, checkpoint id), so a retried or
+crashed task never leaves two rows for the same thing. This module never builds SQL from strings.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+
+def utcnow() -> datetime:
+    """Wall-clock time for audit columns only; never used in a decision."""
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, datetime: DateTime(timezone=True)}
+
+
+class IngestedFile(Base):
+    """The ingest ledger: one row per (topic, file content). Status pending -> committed | rejected."""
+
+    __tablename__ = "ingest_files"
+    __table_args__ = (UniqueConstraint("topic", "content_sha256", name="uq_ingest_files_topic_sha"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    topic: Mapped[str] = mapped_column(String(255))
+    content_sha256: Mapped[str] = mapped_column(String(64))
+    file_name: Mapped[str] = mapped_column(Text)
+    file_date: Mapped[str | None] = mapped_column(String(10), nullable=True)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    schema_id: Mapped[str] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(16))
+    rows_valid: Mapped[int] = mapped_column(BigInteger, default=0)
+    rows_bad: Mapped[int] = mapped_column(BigInteger, default=0)
+    offsets: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # {partition: [first, last]}
+    transactional_id: Mapped[str] = mapped_column(String(255))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    dag_run_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class QuarantinedRow(Base):
+    """A bad CSV row set aside with its reason. One row per (file content, line)."""
+
+    __tablename__ = "quarantined_rows"
+    __table_args__ = (UniqueConstraint("content_sha256", "line", name="uq_quarantine_sha_line"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    topic: Mapped[str] = mapped_column(String(255))
+    content_sha256: Mapped[str] = mapped_column(String(64))
+    file_name: Mapped[str] = mapped_column(Text)
+    line: Mapped[int] = mapped_column(BigInteger)
+    field: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    reason: Mapped[str] = mapped_column(Text)
+    raw: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TrainingRun(Base):
+    """One bounded training task run (or a batch-baseline run: ``kind``)."""
+
+    __tablename__ = "training_runs"
+
+    run_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32), default="incremental")
+    model_name: Mapped[str] = mapped_column(String(128), default="default")
+    dag_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    dag_run_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    topic: Mapped[str] = mapped_column(String(255))
+    consumer_group: Mapped[str] = mapped_column(String(255))
+    reader: Mapped[str] = mapped_column(String(32), default="confluent")
+    mode: Mapped[str] = mapped_column(String(32), default="seed")
+    status: Mapped[str] = mapped_column(String(16))  # running | success | failed
+    stop_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    offsets_from: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    offsets_to: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    end_offsets_at_start: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    records: Mapped[int] = mapped_column(BigInteger, default=0)
+    poison: Mapped[int] = mapped_column(BigInteger, default=0)
+    batches: Mapped[int] = mapped_column(Integer, default=0)
+    checkpoint_from: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    checkpoint_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    window_accuracy: Mapped[float | None] = mapped_column(Float, nullable=True)
+    prequential_accuracy: Mapped[float | None] = mapped_column(Float, nullable=True)
+    message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class BatchMetric(Base):
+    """Metrics of one mini-batch. Keyed by (model, first offset of each partition) so a retried run that
+    re-trains the same offsets after a crash replaces the row instead of adding one."""
+
+    __tablename__ = "batch_metrics"
+    __table_args__ = (
+        UniqueConstraint("model_name", "batch_key", name="uq_batch_metrics_model_key"),
+        Index("ix_batch_metrics_model_seq", "model_name", "seq"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_name: Mapped[str] = mapped_column(String(128))
+    batch_key: Mapped[str] = mapped_column(String(255))  # "p0:1200" (partition:first offset, ...)
+    run_id: Mapped[str] = mapped_column(ForeignKey("training_runs.run_id"))
+    kind: Mapped[str] = mapped_column(String(32), default="incremental")
+    seq: Mapped[int] = mapped_column(BigInteger)  # records seen by the model before this mini-batch
+    batch_index: Mapped[int] = mapped_column(Integer)  # index within the run
+    offsets_from: Mapped[dict[str, Any]] = mapped_column(JSON)
+    offsets_to: Mapped[dict[str, Any]] = mapped_column(JSON)
+    n: Mapped[int] = mapped_column(Integer)
+    n_train: Mapped[int] = mapped_column(Integer)
+    n_eval: Mapped[int] = mapped_column(Integer)
+    loss: Mapped[float | None] = mapped_column(Float, nullable=True)
+    train_accuracy: Mapped[float | None] = mapped_column(Float, nullable=True)
+    window_accuracy: Mapped[float | None] = mapped_column(Float, nullable=True)
+    prequential_accuracy: Mapped[float | None] = mapped_column(Float, nullable=True)
+    event_time_min: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    event_time_max: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CheckpointRecord(Base):
+    __tablename__ = "checkpoints"
+
+    checkpoint_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model_name: Mapped[str] = mapped_column(String(128))
+    run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    path: Mapped[str] = mapped_column(Text)
+    offsets: Mapped[dict[str, Any]] = mapped_column(JSON)
+    records_total: Mapped[int] = mapped_column(BigInteger)
+    schema_id: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DriftEvent(Base):
+    __tablename__ = "drift_events"
+    __table_args__ = (UniqueConstraint("model_name", "batch_key", name="uq_drift_model_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_name: Mapped[str] = mapped_column(String(128))
+    batch_key: Mapped[str] = mapped_column(String(255))
+    run_id: Mapped[str] = mapped_column(String(64))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    offsets: Mapped[dict[str, Any]] = mapped_column(JSON)
+    event_time: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    detector: Mapped[str] = mapped_column(String(64))
+    accuracy_before: Mapped[float | None] = mapped_column(Float, nullable=True)
+    accuracy_after: Mapped[float | None] = mapped_column(Float, nullable=True)
+    reaction: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Engine, migrations, upserts
+
+_engines: dict[str, Engine] = {}
+_lock = threading.Lock()
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL lets the UI read while a trainer writes; busy_timeout waits on a writer instead of failing.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def get_engine(url: str) -> Engine:
+    """One engine per URL per process. The SQLite parent folder is created if missing."""
+    with _lock:
+        engine = _engines.get(url)
+        if engine is None:
+            if url.startswith("sqlite:///"):
+                Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+                engine = create_engine(url)
+                event.listen(engine, "connect", _sqlite_pragmas)
+            else:
+                engine = create_engine(url, pool_pre_ping=True)
+            _engines[url] = engine
+        return engine
+
+
+def upgrade(url: str) -> None:
+    """Create or upgrade the schema to the newest Alembic revision (safe to call on every start)."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    engine = get_engine(url)
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+
+def session_factory(url: str, *, migrate: bool = True) -> sessionmaker[Session]:
+    if migrate:
+        upgrade(url)
+    return sessionmaker(get_engine(url), expire_on_commit=False)
+
+
+def upsert(session: Session, model: type[Base], rows: Iterable[Mapping[str, Any]], keys: tuple[str, ...]) -> None:
+    """Insert ``rows`` or, where a row with the same ``keys`` exists, update it (one statement per row batch)."""
+    rows = [dict(r) for r in rows]
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:  # pragma: no cover - only the two supported databases
+        raise RuntimeError(f"unsupported database dialect {dialect}")
+    stmt = insert(model).values(rows)
+    updates = {c: stmt.excluded[c] for c in rows[0] if c not in keys}
+    stmt = stmt.on_conflict_do_update(index_elements=list(keys), set_=updates) if updates else stmt.on_conflict_do_nothing(index_elements=list(keys))
+    session.execute(stmt)
