@@ -1,0 +1,227 @@
+"""Bounded reading of the observations topic in mini-batches, at explicit offsets.
+
+The default reader: confluent-kafka with ``assign`` at the offsets the checkpoint says (never the group's
+position), auto-commit off, read_committed. A run reads up to the end offsets it saw at start, so producers
+writing during the run do not keep it alive, and stops earlier on a consumer timeout, a record limit or a
+time limit; :attr:`BoundedReader.stop_reason` says which.
+
+An offset that is no longer in the log (retention) or beyond its end (a recreated topic) is a clear error,
+never a silent reset. This module never commits offsets on its own: :meth:`BoundedReader.commit` is called
+by the trainer only after the checkpoint is durable.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Mapping
+
+from include.kafka_clients import consumer_config
+
+log = logging.getLogger(__name__)
+
+STOP_END_OFFSETS = "end_offsets"
+STOP_TIMEOUT = "timeout"
+STOP_MAX_RECORDS = "max_records"
+STOP_MAX_SECONDS = "max_seconds"
+STOP_NOTHING_NEW = "nothing_new"
+
+
+class OffsetError(RuntimeError):
+    """The saved offsets do not fit the topic as it is now (retention, recreated topic)."""
+
+
+@dataclass
+class Message:
+    partition: int
+    offset: int
+    value: bytes | None
+    timestamp_ms: int | None
+
+
+@dataclass
+class ReadPlan:
+    topic: str
+    topic_id: str | None
+    start: dict[int, int]
+    end: dict[int, int]  # end offsets (high watermarks) at start; nothing at or past them is read
+    low: dict[int, int]
+    committed: dict[int, int | None]
+
+    @property
+    def available(self) -> int:
+        return sum(max(0, self.end[p] - self.start[p]) for p in self.start)
+
+
+@dataclass
+class BoundedReader:
+    """Reads ``topic`` from ``start_offsets`` (None: the group's committed offsets, else the earliest)."""
+
+    base: Mapping[str, Any]
+    topic: str
+    group_id: str
+    start_offsets: Mapping[int, int] | None = None
+    stream_timeout_s: float = 10.0
+    max_records: int | None = None
+    max_seconds: float | None = None
+    expected_topic_id: str | None = None
+    stop_reason: str | None = None
+    records: int = 0
+    _consumer: Any = field(default=None, repr=False)
+    plan: ReadPlan | None = None
+
+    # -- set-up --------------------------------------------------------------------------------------------
+    def open(self) -> ReadPlan:
+        from confluent_kafka import Consumer, TopicPartition
+
+        self._consumer = Consumer({**consumer_config(self.base, group_id=self.group_id), "fetch.wait.max.ms": 100})
+        metadata = self._consumer.list_topics(self.topic, timeout=30)
+        topic_meta = metadata.topics.get(self.topic)
+        if topic_meta is None or topic_meta.error is not None:
+            raise OffsetError(f"topic {self.topic!r} does not exist ({topic_meta.error if topic_meta else 'no metadata'})")
+        partitions = sorted(topic_meta.partitions)
+        topic_id = self._topic_id()
+        if self.expected_topic_id and topic_id and topic_id != self.expected_topic_id:
+            raise OffsetError(
+                f"topic {self.topic!r} was deleted and recreated (id {self.expected_topic_id} -> {topic_id}); the checkpoint's "
+                "offsets belong to the old topic. Retrain from scratch deliberately (new model name / checkpoint folder)."
+            )
+        low, end = {}, {}
+        for p in partitions:
+            lo, hi = self._consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=30, cached=False)
+            low[p], end[p] = lo, hi
+        committed = {
+            tp.partition: (tp.offset if tp.offset >= 0 else None)
+            for tp in self._consumer.committed([TopicPartition(self.topic, p) for p in partitions], timeout=30)
+        }
+        if self.start_offsets is not None:
+            start = {p: int(self.start_offsets.get(p, low[p])) for p in partitions}
+            missing = set(int(p) for p in self.start_offsets) - set(partitions)
+            if missing:
+                raise OffsetError(f"checkpoint has partitions {sorted(missing)} that topic {self.topic!r} does not have")
+        else:
+            start = {p: committed[p] if committed[p] is not None else low[p] for p in partitions}
+        for p in partitions:
+            if start[p] < low[p]:
+                raise OffsetError(
+                    f"{self.topic}[{p}]: offset {start[p]} is no longer in the log (earliest is {low[p]}, retention removed "
+                    f"{low[p] - start[p]} records). Refusing to skip them silently; raise retention or retrain deliberately."
+                )
+            if start[p] > end[p]:
+                raise OffsetError(
+                    f"{self.topic}[{p}]: offset {start[p]} is beyond the end of the log ({end[p]}): the topic was "
+                    "probably deleted and recreated. Refusing to restart from zero silently."
+                )
+        self.plan = ReadPlan(self.topic, topic_id, start, end, low, committed)
+        return self.plan
+
+    def _topic_id(self) -> str | None:
+        """The topic's id (changes when a topic is deleted and recreated), when the client can tell it."""
+        try:
+            from confluent_kafka import TopicCollection
+            from confluent_kafka.admin import AdminClient
+
+            futures = AdminClient(dict(self.base)).describe_topics(TopicCollection([self.topic]), request_timeout=15)
+            description = futures[self.topic].result(timeout=15)
+            return str(description.topic_id) if description.topic_id is not None else None
+        except Exception as exc:  # noqa: BLE001 - the id is a safety net, not a requirement
+            log.debug("could not describe topic %s: %s", self.topic, exc)
+            return None
+
+    # -- reading -------------------------------------------------------------------------------------------
+    def batches(self, batch_messages: int) -> Iterator[list[Message]]:
+        """Mini-batches of ``batch_messages`` messages in consumption order; the last one may be shorter."""
+        from confluent_kafka import KafkaError, TopicPartition
+
+        plan = self.plan or self.open()
+        todo = {p for p in plan.start if plan.start[p] < plan.end[p]}
+        if not todo:
+            self.stop_reason = STOP_NOTHING_NEW
+            return
+        self._consumer.assign([TopicPartition(self.topic, p, plan.start[p]) for p in sorted(todo)])
+        started = time.monotonic()
+        last_message = time.monotonic()
+        pending: list[Message] = []
+        limit = self.max_records
+        while todo:
+            if self.max_seconds is not None and time.monotonic() - started >= self.max_seconds:
+                self.stop_reason = STOP_MAX_SECONDS
+                break
+            want = batch_messages * 20
+            if limit is not None:
+                want = min(want, limit - self.records - len(pending))
+                if want <= 0:
+                    self.stop_reason = STOP_MAX_RECORDS
+                    break
+            polled = self._consumer.consume(num_messages=want, timeout=0.5)
+            if not polled:
+                if time.monotonic() - last_message >= self.stream_timeout_s:
+                    self.stop_reason = STOP_TIMEOUT
+                    break
+                continue
+            for msg in polled:
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        # The end of what is readable now. Past the last data message there may be only a
+                        # transaction marker, which is never delivered: the position tells.
+                        if msg.partition() in todo and msg.offset() >= plan.end[msg.partition()]:
+                            todo.discard(msg.partition())
+                        continue
+                    if err.code() == KafkaError._AUTO_OFFSET_RESET or "out of range" in str(err).lower():
+                        raise OffsetError(f"{self.topic}[{msg.partition()}]: {err}; offsets fell out of the log")
+                    raise RuntimeError(f"consuming {self.topic}: {err}")
+                p = msg.partition()
+                if p not in todo:
+                    continue
+                offset = msg.offset()
+                if offset >= plan.end[p]:
+                    # Past the end seen at start: leave it for the next run.
+                    todo.discard(p)
+                    self._consumer.incremental_unassign([TopicPartition(self.topic, p)])
+                    continue
+                ts_type, ts = msg.timestamp()
+                pending.append(Message(p, offset, msg.value(), ts if ts_type else None))
+                if offset + 1 >= plan.end[p]:
+                    todo.discard(p)
+            last_message = time.monotonic()
+            while len(pending) >= batch_messages:
+                chunk, pending = pending[:batch_messages], pending[batch_messages:]
+                self.records += len(chunk)
+                yield chunk
+        else:
+            self.stop_reason = STOP_END_OFFSETS
+        if pending:
+            self.records += len(pending)
+            yield pending
+        if self.stop_reason is None:
+            self.stop_reason = STOP_END_OFFSETS
+
+    def commit(self, next_offsets: Mapping[int, int], *, retry_s: float = 30.0) -> None:
+        """Commit ``next_offsets`` to the consumer group (after the checkpoint is durable).
+
+        The trainer is not a group member (it assigns partitions itself), so the broker accepts its commit only
+        while the group has no live members: a member that just left (tfio's consumer) is waited out.
+        """
+        from confluent_kafka import KafkaError, KafkaException, TopicPartition
+
+        if not next_offsets:
+            return
+        offsets = [TopicPartition(self.topic, int(p), int(o)) for p, o in sorted(next_offsets.items())]
+        deadline = time.monotonic() + retry_s
+        retriable = {KafkaError.UNKNOWN_MEMBER_ID, KafkaError.ILLEGAL_GENERATION, KafkaError.REBALANCE_IN_PROGRESS}
+        while True:
+            try:
+                self._consumer.commit(offsets=offsets, asynchronous=False)
+                return
+            except KafkaException as exc:
+                if exc.args[0].code() not in retriable or time.monotonic() > deadline:
+                    raise
+                log.info("offset commit refused while the group still has a member (%s); retrying", exc.args[0].str())
+                time.sleep(1.0)
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None

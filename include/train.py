@@ -1,0 +1,544 @@
+"""The bounded training task: resume from the checkpoint and its offsets, train, record, commit.
+
+One run, in order:
+
+1. Take the trainer lock (a second concurrent trainer fails fast and changes nothing).
+2. Load the newest valid checkpoint: model + optimizer, learner state (evaluation window, replay buffer),
+   the next offset of every partition, counters. Finish what a crashed predecessor left: write the history
+   rows the checkpoint carries and commit its offsets to the consumer group (both idempotent).
+3. Read mini-batches from those offsets up to the end offsets seen at start (or a timeout / record / time
+   limit), decode them a chunk at a time, dead-letter poison messages, train with the compiled learner.
+4. Make progress durable in this order: dead letters flushed, checkpoint bundle (atomic; it carries the
+   mini-batches' history rows), history rows and checkpoint record upserted, offsets committed to the
+   group. A crash anywhere leaves the previous checkpoint or the new one; the next run continues from
+   it, so every offset is trained exactly once and every mini-batch has exactly one history row.
+
+The checkpoint is the source of truth: consumer-group offsets are only a mirror for lag tools and the UI.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+
+from include import db, faults
+from include.kafka_clients import base_config, ensure_topic, producer_config, redact
+from include.reader import BoundedReader, Message, OffsetError
+from include.schema import CsvSchema, load_schema
+from include.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+PROGRESS_EVERY_S = 5.0
+
+
+class TrainerBusy(RuntimeError):
+    """Another trainer holds the lock or advanced the checkpoint: this run changed nothing."""
+
+
+@dataclass
+class TrainOptions:
+    """What a run does. Defaults are the blog's semantics (seed mode, mini-batches of 100)."""
+
+    model_name: str = "default"
+    mode: str = "seed"  # seed | replay
+    reader: str = "confluent"  # confluent | tfio
+    max_records: int | None = None
+    max_seconds: float | None = None
+    checkpoint_every_s: float = 60.0
+    chunk_batches: int = 64
+    learning_rate: float | None = None
+    replay_buffer: int | None = None
+    replay_steps: int | None = None
+    keep_checkpoints: int = 3
+    seed: int = 0
+
+
+@dataclass
+class TrainSummary:
+    run_id: str
+    status: str
+    stop_reason: str | None
+    records: int = 0
+    trained_rows: int = 0
+    poison: int = 0
+    batches: int = 0
+    offsets_from: dict[str, int] = field(default_factory=dict)
+    offsets_to: dict[str, int] = field(default_factory=dict)
+    end_offsets_at_start: dict[str, int] = field(default_factory=dict)
+    checkpoint_from: str | None = None
+    checkpoint_id: str | None = None
+    window_accuracy: float | None = None
+    prequential_accuracy: float | None = None
+    seconds: float = 0.0
+    records_per_s: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _jsonable_offsets(offsets: Mapping[int, int]) -> dict[str, int]:
+    return {str(p): int(o) for p, o in sorted(offsets.items())}
+
+
+def _int_offsets(offsets: Mapping[str, int] | None) -> dict[int, int]:
+    return {int(p): int(o) for p, o in (offsets or {}).items()}
+
+
+def _finite(value: float) -> float | None:
+    return None if value is None or not np.isfinite(value) else float(value)
+
+
+@contextmanager
+def trainer_lock(directory: Path) -> Iterator[None]:
+    """An exclusive, non-blocking lock on the model's checkpoint folder (released if the process dies)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / ".trainer.lock"
+    handle = open(path, "a+")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise TrainerBusy(f"another trainer is running on {directory} (lock {path}); this run changed nothing") from exc
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield
+    finally:
+        handle.close()
+
+
+class _DeadLetters:
+    """Poison messages to the dead-letter topic, flushed before the offsets move past them."""
+
+    def __init__(self, base: Mapping[str, Any], topic: str, source_topic: str) -> None:
+        self.base, self.topic, self.source_topic = base, topic, source_topic
+        self._producer = None
+        self.count = 0
+        self.errors: list[str] = []
+
+    def _delivered(self, err, _msg) -> None:
+        if err is not None:
+            self.errors.append(str(err))
+
+    def send(self, message: Message, reason: str) -> None:
+        from confluent_kafka import Producer
+
+        if self._producer is None:
+            ensure_topic(self.base, self.topic)
+            self._producer = Producer({**producer_config(self.base), "on_delivery": self._delivered})
+        value = json.dumps(
+            {"topic": self.source_topic, "partition": message.partition, "offset": message.offset, "reason": reason,
+             "value": (message.value or b"")[:1000].decode("utf-8", "replace")}
+        ).encode()
+        self._producer.produce(self.topic, value, f"{self.source_topic}:{message.partition}:{message.offset}".encode(),
+                               headers=[("stage", b"train"), ("reason", reason.encode()[:500])])
+        self._producer.poll(0)
+        self.count += 1
+
+    def flush(self) -> None:
+        if self._producer is not None and (self._producer.flush(60) != 0 or self.errors):
+            raise RuntimeError(f"dead-letter messages were not delivered ({self.errors[:3]}); not moving offsets past them")
+
+
+@dataclass
+class _Progress:
+    """What was trained since the last durable checkpoint."""
+
+    next_offsets: dict[int, int]
+    records_total: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Trainer:
+    """One bounded run. Use :func:`train`."""
+
+    def __init__(self, settings: Settings, options: TrainOptions, *, use_airflow: bool, dag_id: str | None,
+                 dag_run_id: str | None, kind: str = "incremental") -> None:
+        self.settings, self.options, self.kind = settings, options, kind
+        self.use_airflow, self.dag_id, self.dag_run_id = use_airflow, dag_id, dag_run_id
+        self.run_id = uuid.uuid4().hex
+        self.schema: CsvSchema = load_schema(settings.schema)
+        self.directory = Path(settings.checkpoint_dir) / options.model_name
+        self.sessions = db.session_factory(settings.db_url)
+
+    # -- history ------------------------------------------------------------------------------------------
+    def _write_history(self, rows: list[dict[str, Any]], checkpoint: dict[str, Any] | None, run: dict[str, Any] | None) -> None:
+        with self.sessions.begin() as session:
+            if run is not None:
+                db.upsert(session, db.TrainingRun, [run], keys=("run_id",))
+            for i in range(0, len(rows), 500):
+                db.upsert(session, db.BatchMetric, rows[i:i + 500], keys=("model_name", "batch_key"))
+            if checkpoint is not None:
+                db.upsert(session, db.CheckpointRecord, [checkpoint], keys=("checkpoint_id",))
+
+    def _close_stale_runs(self) -> None:
+        """Runs of this model still 'running' belong to crashed trainers (we hold the lock): mark them."""
+        from sqlalchemy import update
+
+        with self.sessions.begin() as session:
+            session.execute(
+                update(db.TrainingRun)
+                .where(db.TrainingRun.model_name == self.options.model_name, db.TrainingRun.status == "running")
+                .values(status="failed", message="the trainer process died; a later run resumed from its checkpoint")
+            )
+
+    # -- the run ------------------------------------------------------------------------------------------
+    def run(self) -> TrainSummary:
+        from include.checkpoint import CheckpointStore
+
+        started_wall = time.perf_counter()
+        settings, options = self.settings, self.options
+        with trainer_lock(self.directory):
+            self._close_stale_runs()
+            store = CheckpointStore(self.directory, keep=options.keep_checkpoints, fault_hook=faults.reached)
+            loaded = store.load_latest()
+            base = base_config(settings, use_airflow=self.use_airflow)
+            log.info("Kafka client configuration: %s", redact(base))
+            meta = loaded.meta if loaded is not None else {}
+            if loaded is not None:
+                self._finish_predecessor(loaded, base)
+            reader = BoundedReader(
+                base, settings.topic, settings.consumer_group,
+                start_offsets=_int_offsets(meta.get("offsets")) if loaded is not None else None,
+                stream_timeout_s=settings.stream_timeout_s, max_records=options.max_records,
+                max_seconds=options.max_seconds, expected_topic_id=meta.get("topic_id"),
+            )
+            try:
+                plan = reader.open()
+                self._log_plan(plan, loaded)
+                summary = TrainSummary(
+                    run_id=self.run_id, status="running", stop_reason=None,
+                    offsets_from=_jsonable_offsets(plan.start), offsets_to=_jsonable_offsets(plan.start),
+                    end_offsets_at_start=_jsonable_offsets(plan.end),
+                    checkpoint_from=meta.get("checkpoint_id"),
+                )
+                if plan.available == 0:
+                    summary.status, summary.stop_reason = "success", "nothing_new"
+                    summary.checkpoint_id = summary.checkpoint_from
+                    log.info("nothing new in %s since offsets %s: nothing to do", settings.topic, plan.start)
+                    self._write_history([], None, self._run_row(summary, ended=True))
+                else:
+                    self._write_history([], None, self._run_row(summary, ended=False))
+                    try:
+                        self._train(reader, plan, store, loaded, summary, base)
+                    except BaseException as exc:
+                        summary.status = "failed"
+                        self._write_history([], None, {**self._run_row(summary, ended=True), "message": str(exc)[:2000]})
+                        raise
+            finally:
+                reader.close()
+        summary.seconds = time.perf_counter() - started_wall
+        summary.records_per_s = summary.records / summary.seconds if summary.seconds else 0.0
+        return summary
+
+    def _log_plan(self, plan, loaded) -> None:
+        log.info("reading %s from %s to end offsets %s (%d records available)", plan.topic, plan.start, plan.end, plan.available)
+
+    def _finish_predecessor(self, loaded, base) -> None:
+        """Write the history rows and commit the offsets the newest checkpoint carries (idempotent)."""
+        meta = loaded.meta
+        self._write_history(meta.get("history", []), self._checkpoint_row(meta), None)
+        from confluent_kafka import Consumer, TopicPartition
+
+        consumer = Consumer({**base, "group.id": self.settings.consumer_group, "enable.auto.commit": False})
+        try:
+            offsets = _int_offsets(meta.get("offsets"))
+            committed = {tp.partition: tp.offset for tp in consumer.committed(
+                [TopicPartition(self.settings.topic, p) for p in sorted(offsets)], timeout=30)}
+            disagree = {p: (committed.get(p), o) for p, o in offsets.items() if committed.get(p) != o}
+            if disagree:
+                log.warning("consumer group %s offsets disagree with checkpoint %s as {partition: (committed, checkpoint)}: "
+                            "%s; following the checkpoint and committing its offsets", self.settings.consumer_group,
+                            meta.get("checkpoint_id"), disagree)
+            if offsets:
+                consumer.commit(offsets=[TopicPartition(self.settings.topic, p, o) for p, o in sorted(offsets.items())],
+                                asynchronous=False)
+        finally:
+            consumer.close()
+
+    def _checkpoint_row(self, meta: Mapping[str, Any]) -> dict[str, Any]:
+        return {
+            "checkpoint_id": meta["checkpoint_id"], "model_name": self.options.model_name, "run_id": meta.get("run_id"),
+            "seq": int(meta["seq"]), "path": str(meta.get("path", "")), "offsets": meta.get("offsets", {}),
+            "records_total": int(meta.get("records_total", 0)), "schema_id": meta.get("schema_id", self.schema.id),
+        }
+
+    def _run_row(self, summary: TrainSummary, *, ended: bool) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id, "kind": self.kind, "model_name": self.options.model_name, "dag_id": self.dag_id,
+            "dag_run_id": self.dag_run_id, "topic": self.settings.topic, "consumer_group": self.settings.consumer_group,
+            "reader": self.options.reader, "mode": self.options.mode, "status": summary.status,
+            "stop_reason": summary.stop_reason, "offsets_from": summary.offsets_from, "offsets_to": summary.offsets_to,
+            "end_offsets_at_start": summary.end_offsets_at_start, "records": summary.records, "poison": summary.poison,
+            "batches": summary.batches, "checkpoint_from": summary.checkpoint_from, "checkpoint_id": summary.checkpoint_id,
+            "window_accuracy": summary.window_accuracy, "prequential_accuracy": summary.prequential_accuracy,
+            "ended_at": db.utcnow() if ended else None,
+        }
+
+    def _model_and_learner(self, loaded):
+        from include.learner import IncrementalLearner, LearnerConfig
+        from include.model import build_model
+
+        options = self.options
+        config = dict(batch_messages=self.settings.batch_messages, mode=options.mode, chunk_batches=options.chunk_batches,
+                      seed=options.seed, learning_rate=options.learning_rate)
+        if options.replay_buffer is not None:
+            config["replay_buffer"] = options.replay_buffer
+        if options.replay_steps is not None:
+            config["replay_steps"] = options.replay_steps
+        if loaded is not None:
+            if loaded.meta.get("schema_id") != self.schema.id:
+                raise RuntimeError(f"checkpoint {loaded.meta.get('checkpoint_id')} is for schema {loaded.meta.get('schema_id')}, "
+                                   f"not {self.schema.id}; use another model name to train a new model")
+            model = loaded.model
+            saved = LearnerConfig.from_dict(loaded.learner_state.get("config", {}))
+            if saved.mode != options.mode or saved.batch_messages != self.settings.batch_messages:
+                raise RuntimeError(f"checkpoint was trained with mode={saved.mode} batch={saved.batch_messages}; this run asks "
+                                   f"mode={options.mode} batch={self.settings.batch_messages}. Use another model name.")
+            learner = IncrementalLearner(model, LearnerConfig(**{**saved.as_dict(), "chunk_batches": options.chunk_batches}))
+            learner.set_state(loaded.learner_state)
+        else:
+            model = build_model(self.schema, seed=options.seed)
+            learner = IncrementalLearner(model, LearnerConfig(**config))
+        return model, learner
+
+    def _train(self, reader: BoundedReader, plan, store, loaded, summary: TrainSummary, base) -> None:
+        from include.features import decode_batch
+        from include.model import configure_tensorflow
+
+        if self.options.reader == "tfio" and (self.options.max_records or self.options.max_seconds):
+            raise ValueError("the tfio reader cannot stop at a record or time limit (it cannot see offsets); "
+                             "use the confluent reader")
+        configure_tensorflow()
+        model, learner = self._model_and_learner(loaded)
+        meta = loaded.meta if loaded is not None else {}
+        progress = _Progress(next_offsets=dict(plan.start), records_total=int(meta.get("records_total", 0)))
+        expected_seq = int(meta["seq"]) if loaded is not None else None
+        dead = _DeadLetters(base, self.settings.dlq_topic, self.settings.topic)
+        per_call = self.settings.batch_messages * self.options.chunk_batches
+        last_log = last_ckpt = time.monotonic()
+        t0 = time.perf_counter()
+        pending: list[list[Message]] = []
+        last_metrics = None
+
+        def train_pending() -> None:
+            nonlocal last_metrics
+            if not pending:
+                return
+            messages = [m for batch in pending for m in batch]
+            decoded = decode_batch(self.schema, [m.value for m in messages])
+            for index, reason in decoded.errors:
+                dead.send(messages[index], reason)
+            good = np.zeros(len(messages), dtype=bool)
+            good[decoded.good] = True
+            sizes, bounds, start = [], [], 0
+            for batch in pending:
+                end = start + len(batch)
+                sizes.append(int(good[start:end].sum()))
+                bounds.append((start, end))
+                start = end
+            metrics = learner.process(decoded.x, decoded.y, sizes)
+            faults.reached("train_after_step")
+            for batch, (b0, b1), m in zip(pending, bounds, metrics):
+                progress.history.append(self._history_row(batch, m, progress.records_total, summary.batches))
+                for msg in batch:
+                    if msg.offset + 1 > progress.next_offsets.get(msg.partition, -1):
+                        progress.next_offsets[msg.partition] = msg.offset + 1
+                progress.records_total += len(batch)
+                summary.batches += 1
+                summary.records += len(batch)
+                summary.trained_rows += m.n
+                last_metrics = m
+            summary.poison = dead.count
+            pending.clear()
+
+        if self.options.reader == "tfio":
+            batches = tfio_batches(base, self.settings, plan, reader)
+        else:
+            batches = reader.batches(self.settings.batch_messages)
+        for batch in batches:
+            pending.append(batch)
+            if sum(len(b) for b in pending) >= per_call:
+                train_pending()
+                now = time.monotonic()
+                if now - last_log >= PROGRESS_EVERY_S:
+                    last_log = now
+                    rate = summary.records / (time.perf_counter() - t0)
+                    log.info("progress: %d records (%.0f records/s), window accuracy %.4f, prequential %.4f, offsets %s",
+                             summary.records, rate, last_metrics.window_accuracy, last_metrics.prequential_accuracy,
+                             progress.next_offsets)
+                if now - last_ckpt >= self.options.checkpoint_every_s:
+                    last_ckpt = now
+                    expected_seq = self._make_durable(store, model, learner, progress, summary, reader, dead, expected_seq)
+        train_pending()
+        if getattr(reader, "tfio_next_offset", None):
+            progress.next_offsets = dict(reader.tfio_next_offset)
+        summary.stop_reason = reader.stop_reason
+        if summary.records == 0 and summary.stop_reason == "end_offsets":
+            summary.stop_reason = "nothing_new"  # only transaction markers lay between the checkpoint and the end
+        if last_metrics is not None:
+            summary.window_accuracy = _finite(last_metrics.window_accuracy)
+            summary.prequential_accuracy = _finite(last_metrics.prequential_accuracy)
+        summary.status = "success"
+        if progress.history or progress.next_offsets != plan.start:
+            self._make_durable(store, model, learner, progress, summary, reader, dead, expected_seq)
+        else:
+            summary.checkpoint_id = summary.checkpoint_from
+            self._write_history([], None, self._run_row(summary, ended=True))
+        elapsed = time.perf_counter() - t0
+        log.info("done: %d records in %.1fs (%.0f records/s), %d mini-batches, %d poison, stop reason %s, window accuracy %s, "
+                 "checkpoint %s", summary.records, elapsed, summary.records / elapsed if elapsed else 0, summary.batches,
+                 summary.poison, summary.stop_reason, summary.window_accuracy, summary.checkpoint_id)
+
+    def _history_row(self, batch: list[Message], m, seq: int, index: int) -> dict[str, Any]:
+        first: dict[int, int] = {}
+        last: dict[int, int] = {}
+        times = [msg.timestamp_ms for msg in batch if msg.timestamp_ms is not None]
+        for msg in batch:
+            if msg.offset >= 0:
+                first.setdefault(msg.partition, msg.offset)
+                last[msg.partition] = msg.offset
+        # The tfio reader cannot see offsets: its rows are keyed by run and index (see tfio_batches).
+        key = ",".join(f"p{p}:{o}" for p, o in sorted(first.items())) or f"tfio:{self.run_id}:{index}"
+        return {
+            "model_name": self.options.model_name,
+            "batch_key": key,
+            "run_id": self.run_id, "kind": self.kind, "seq": seq, "batch_index": index,
+            "offsets_from": _jsonable_offsets(first), "offsets_to": _jsonable_offsets({p: o + 1 for p, o in last.items()}),
+            "n": len(batch), "n_train": int(m.n_train), "n_eval": int(m.n_eval), "loss": _finite(m.loss),
+            "train_accuracy": _finite(m.train_accuracy), "window_accuracy": _finite(m.window_accuracy),
+            "prequential_accuracy": _finite(m.prequential_accuracy),
+            "event_time_min": min(times) if times else None, "event_time_max": max(times) if times else None,
+        }
+
+    def _make_durable(self, store, model, learner, progress: _Progress, summary: TrainSummary, reader: BoundedReader,
+                      dead: _DeadLetters, expected_seq: int | None) -> int:
+        """Dead letters -> checkpoint -> history -> group offsets. Returns the new checkpoint's seq."""
+        dead.flush()
+        latest = store.latest_info()
+        latest_seq = latest.seq if latest is not None else None
+        if latest_seq != expected_seq:
+            raise TrainerBusy(f"checkpoint moved from seq {expected_seq} to {latest_seq} under this run: another trainer "
+                              "made progress; this run's work is discarded")
+        meta = {
+            "model_name": self.options.model_name, "run_id": self.run_id, "schema_id": self.schema.id,
+            "topic": self.settings.topic, "topic_id": reader.plan.topic_id if reader.plan else None,
+            "offsets": _jsonable_offsets(progress.next_offsets), "records_total": progress.records_total,
+            "history": progress.history, "created_at": db.utcnow().isoformat(),
+        }
+        info = store.save(model, learner.get_state(), meta)
+        faults.reached("train_after_checkpoint")
+        summary.offsets_to = _jsonable_offsets(progress.next_offsets)
+        summary.checkpoint_id = info.checkpoint_id
+        ckpt_meta = {**meta, "checkpoint_id": info.checkpoint_id, "seq": info.seq, "path": str(info.path)}
+        self._write_history(progress.history, self._checkpoint_row(ckpt_meta), self._run_row(summary, ended=summary.status != "running"))
+        faults.reached("train_after_history")
+        reader.commit(progress.next_offsets)
+        faults.reached("train_after_commit")
+        progress.history = []
+        return info.seq
+
+
+def tfio_batches(base: Mapping[str, Any], settings: Settings, plan, reader: BoundedReader) -> Iterator[list[Message]]:
+    """Mini-batches from tensorflow-io's ``KafkaBatchIODataset``, the seed's reader.
+
+    What it guarantees, and what it does not: the dataset follows the consumer group, not explicit offsets,
+    and librdkafka auto-commits what it fetched (possibly ahead of what was trained). So the trainer commits
+    the checkpoint's offsets to the group before reading (tfio then starts exactly there) and, after the run,
+    commits the offsets it trained up to. Offsets are not visible per message: this reader reads until the
+    stream timeout (no record or time limit, no stop at the start's end offsets), supports one-partition
+    topics only, and records the group position tfio reached as the checkpoint's next offset. A crash
+    mid-run is still safe (the next run re-commits the checkpoint's offsets), but per-mini-batch history
+    rows carry no offsets and are keyed by run, so a retried run adds rows rather than replacing them.
+    """
+    import tensorflow_io as tfio
+    from confluent_kafka import Consumer, TopicPartition
+
+    if len(plan.start) != 1:
+        raise ValueError("the tfio reader supports single-partition topics only; use the confluent reader")
+    (partition,) = plan.start
+    # Start exactly at the checkpoint: tfio starts from the group's committed offset.
+    reader.commit(plan.start)
+    extra = [f"{k}={v}" for k, v in base.items() if k != "bootstrap.servers" and isinstance(v, (str, int, float, bool))]
+    dataset = tfio.experimental.streaming.KafkaBatchIODataset(
+        topics=[settings.topic], group_id=settings.consumer_group, servers=base["bootstrap.servers"],
+        stream_timeout=int(settings.stream_timeout_s * 1000),
+        configuration=["session.timeout.ms=7000", "max.poll.interval.ms=8000", "auto.offset.reset=earliest",
+                       "isolation.level=read_committed", f"batch.num.messages={settings.batch_messages}", *extra],
+    )
+    for mini in dataset:
+        values = [v for v, _k in mini.batch(max(settings.batch_messages, 1) * 100).take(1).as_numpy_iterator()]
+        if not values:
+            continue
+        batch = [Message(partition, -1, bytes(v), None) for v in values[0]]
+        reader.records += len(batch)
+        yield batch
+    # Where tfio got to: the group's committed offset (it read to the stream timeout, so this is the end).
+    probe = Consumer({**base, "group.id": settings.consumer_group, "enable.auto.commit": False})
+    try:
+        committed = probe.committed([TopicPartition(settings.topic, partition)], timeout=30)[0].offset
+    finally:
+        probe.close()
+    reader.stop_reason = "timeout"
+    reader.tfio_next_offset = {partition: max(committed, plan.start[partition])}
+
+
+def train(settings: Settings | None = None, options: TrainOptions | None = None, *, use_airflow: bool = False,
+          dag_id: str | None = None, dag_run_id: str | None = None) -> TrainSummary:
+    """Run one bounded training task; see the module docstring."""
+    return Trainer(settings or get_settings(), options or TrainOptions(), use_airflow=use_airflow, dag_id=dag_id,
+                   dag_run_id=dag_run_id).run()
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m include.train", description="Run one bounded training task.")
+    parser.add_argument("--topic")
+    parser.add_argument("--schema")
+    parser.add_argument("--model-name", default="default")
+    parser.add_argument("--mode", choices=["seed", "replay"], default="seed")
+    parser.add_argument("--reader", choices=["confluent", "tfio"], default="confluent")
+    parser.add_argument("--max-records", type=int)
+    parser.add_argument("--max-seconds", type=float)
+    parser.add_argument("--checkpoint-every-s", type=float, default=60.0)
+    parser.add_argument("--stream-timeout-s", type=float)
+    parser.add_argument("--chunk-batches", type=int, default=64, help="mini-batches per compiled call")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = get_settings()
+    changes: dict[str, Any] = {}
+    if args.topic:
+        changes.update(topic=args.topic, dlq_topic=f"{args.topic}.dlq")
+    if args.schema:
+        changes["schema"] = args.schema
+    if args.stream_timeout_s is not None:
+        changes["stream_timeout_s"] = args.stream_timeout_s
+    options = TrainOptions(model_name=args.model_name, mode=args.mode, reader=args.reader, max_records=args.max_records,
+                           max_seconds=args.max_seconds, checkpoint_every_s=args.checkpoint_every_s,
+                           chunk_batches=args.chunk_batches)
+    try:
+        summary = train(settings.with_overrides(**changes), options)
+    except (TrainerBusy, OffsetError) as exc:
+        print(f"training failed: {exc}", file=sys.stderr)
+        return 3 if isinstance(exc, TrainerBusy) else 4
+    print(json.dumps(summary.as_dict(), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
