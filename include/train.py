@@ -304,6 +304,12 @@ class Trainer:
                 raise RuntimeError(f"checkpoint {loaded.meta.get('checkpoint_id')} is for schema {loaded.meta.get('schema_id')}, "
                                    f"not {self.schema.id}; use another model name to train a new model")
             model = loaded.model
+            from include.features import raw_width
+
+            if int(model.inputs[0].shape[-1]) != raw_width(self.schema):
+                raise RuntimeError(f"checkpoint {loaded.meta.get('checkpoint_id')}'s model takes {model.inputs[0].shape[-1]} raw "
+                                   f"features but schema {self.schema.id} now declares {raw_width(self.schema)}: the "
+                                   "features changed. Train a new model (another model name).")
             saved = LearnerConfig.from_dict(loaded.learner_state.get("config", {}))
             if saved.mode != options.mode or saved.batch_messages != self.settings.batch_messages:
                 raise RuntimeError(f"checkpoint was trained with mode={saved.mode} batch={saved.batch_messages}; this run asks "
