@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 KAFKA := infra/kafka/kafka.sh
 PYTEST_ARGS ?=
 
-.PHONY: help setup kafka-jars kafka-start kafka-stop airflow-start run stop test test-unit bench clean
+.PHONY: help setup system-deps kafka-jars kafka-start kafka-stop airflow-start run stop test test-unit bench clean
 
 help:
 	@echo "make run    set up, start Kafka and Airflow, run the main job, print the UI address and login"
@@ -28,6 +28,10 @@ setup: $(STAMP) kafka-jars
 kafka-jars:
 	$(KAFKA) fetch
 
+# Debian packages only the tests need (headless Chromium, PostgreSQL); fast when present.
+system-deps:
+	scripts/system_deps.sh
+
 kafka-start: kafka-jars
 	$(KAFKA) start
 
@@ -44,7 +48,7 @@ stop:
 	scripts/airflow.sh stop
 	$(KAFKA) stop
 
-test: setup
+test: setup system-deps
 	scripts/test.sh $(PYTEST_ARGS)
 
 test-unit: setup
