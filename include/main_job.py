@@ -83,7 +83,13 @@ def wait_until_idle(dag_ids: tuple[str, ...], timeout_s: float, settle_s: float 
 
 
 def backfill(from_date: date, to_date: date, *, reprocess: str = "none") -> None:
-    """Create a backfill of the ingest DAG over [from_date, to_date]; training follows on the Asset events."""
+    """Create a backfill of the ingest DAG over [from_date, to_date]; training follows on the Asset events.
+
+    With Airflow's SQLite metadata database, call it while the scheduler is stopped (``scripts/run.sh`` does):
+    a CLI backfill that collides with a running scheduler on SQLite can fail, and the scheduler can then die
+    on a run the failed creation removed. PostgreSQL (the docker-compose stack) has no such limit.
+    """
+    _airflow("dags", "reserialize")  # the DAGs must be in the metadata DB before the scheduler has run
     for dag_id in (INGEST_DAG, TRAIN_DAG):
         _airflow("dags", "unpause", dag_id)
     for attempt in range(10):
@@ -97,7 +103,7 @@ def backfill(from_date: date, to_date: date, *, reprocess: str = "none") -> None
             break
         log.info("backfill creation collided with the scheduler on SQLite (attempt %d); retrying", attempt + 1)
         time.sleep(2 + attempt)
-    if result.returncode != 0 and "No runs to create" not in text and "already" not in text.lower():
+    if result.returncode != 0 and "No runs to create" not in text and "AlreadyRunningBackfill" not in text:
         raise RuntimeError(f"backfill create failed:\n{text[-3000:]}")
     log.info("backfill %s..%s: %s", from_date, to_date, text.splitlines()[-1] if text else "")
 
@@ -142,18 +148,20 @@ def accuracy_table(settings: Settings, model_name: str = "default") -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m include.main_job", description=__doc__.splitlines()[0])
+    parser.add_argument("step", choices=["prepare", "wait", "table"], help="prepare: demo data and the backfill "
+                        "(scheduler stopped); wait: until the runs are done, then print the table; table: only the table")
     parser.add_argument("--start", type=date.fromisoformat, default=DEMO_START)
     parser.add_argument("--weeks", type=int, default=DEMO_WEEKS)
     parser.add_argument("--drift-week", type=int, default=DEMO_DRIFT_WEEK)
     parser.add_argument("--timeout-s", type=float, default=1800)
-    parser.add_argument("--table-only", action="store_true", help="only print the accuracy table")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     settings = get_settings()
-    if not args.table_only:
+    if args.step == "prepare":
         ensure_demo_data(settings, args.start, args.weeks, args.drift_week)
-        end = args.start + timedelta(days=7 * args.weeks - 1)
-        backfill(args.start, end)
+        backfill(args.start, args.start + timedelta(days=7 * args.weeks - 1))
+        return 0
+    if args.step == "wait":
         wait_until_idle((INGEST_DAG, TRAIN_DAG), args.timeout_s)
     print(accuracy_table(settings))
     return 0

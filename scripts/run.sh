@@ -7,10 +7,14 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source infra/airflow/env.sh
 infra/kafka/kafka.sh start >/dev/null
+# The backfill is created while the scheduler is stopped: on SQLite a CLI backfill racing the scheduler can fail.
+scripts/airflow.sh stop >/dev/null
+mkdir -p "$AIRFLOW_HOME" && airflow db migrate >"$AIRFLOW_HOME/migrate.log" 2>&1
+python -m include.main_job prepare "$@"
 scripts/airflow.sh start
-python -m include.main_job "$@"
+python -m include.main_job wait "$@"
 echo
 echo "Kafka:      $KAFKA_BOOTSTRAP_SERVERS"
-echo "Airflow UI: $(scripts/airflow.sh url)   (Model accuracy page: Browse > Model accuracy)"
+echo "Airflow UI: $(scripts/airflow.sh url)   (model accuracy: "Accuracy" in the navigation)"
 echo "Login:      $(scripts/airflow.sh login)"
 echo "Stop with:  make stop"

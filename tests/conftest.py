@@ -26,12 +26,15 @@ def kafka_bootstrap() -> str:
     if external:
         yield external
         return
-    broker = Broker(state_dir=PROJECT / ".state" / "kafka-test", port=int(os.environ.get("TEST_KAFKA_PORT", "19092")))
+    port = int(os.environ.get("TEST_KAFKA_PORT", "19092"))
+    broker = Broker(state_dir=PROJECT / ".state" / f"kafka-test-{port}", port=port)
+    already_running = broker.status()  # another session's: use it, and leave it running
     broker.start()
     try:
         yield broker.bootstrap
     finally:
-        broker.stop()
+        if not already_running:
+            broker.stop()
 
 
 @pytest.fixture
