@@ -10,7 +10,7 @@ an object-storage URL) and produces each valid row **exactly once** into the obs
 * bad rows go to the dead-letter topic and the `quarantined_rows` table with file, line, field and reason;
   a file over the bad-row threshold (`RETRAIN_MAX_BAD_FRACTION`, 1%) or with a wrong header fails the run
   and produces nothing;
-* on success the `drone_observations` Asset gets an event (rows, offsets), which schedules training.
+* on success the topic's Asset (`kafka://<broker>/<topic>`) gets an event (rows, offsets), which schedules training.
 
 A manual run has no data interval: it considers every dated file and the ledger skips those already in.
 Kafka settings come from the `kafka_default` connection.

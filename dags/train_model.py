@@ -8,7 +8,7 @@ window of the latest 1,000 rows), and stops at the end offsets it saw at start, 
 accuracy) is logged every few seconds; accuracy history goes to the project database
 (`training_runs`, `batch_metrics`, `checkpoints`), shown on the **Model accuracy** page.
 
-Triggered by new data (the `drone_observations` Asset that the ingest DAG updates) and daily, so it can
+Triggered by new data (the observations topic's Asset, `kafka://<broker>/<topic>`, that the ingest DAG updates) and daily, so it can
 also be backfilled. Only one run at a time (`max_active_runs=1` and a trainer lock); a rerun trains only
 offsets it has not trained. Kafka settings come from the `kafka_default` connection.
 """

@@ -122,7 +122,10 @@ class BoundedReader:
             from confluent_kafka import TopicCollection
             from confluent_kafka.admin import AdminClient
 
-            futures = AdminClient(dict(self.base)).describe_topics(TopicCollection([self.topic]), request_timeout=15)
+            # Keep the client referenced until the answer is in: a dropped AdminClient is destroyed at once and its
+            # pending request fails with _DESTROY, which silently disabled this check.
+            admin = AdminClient(dict(self.base))
+            futures = admin.describe_topics(TopicCollection([self.topic]), request_timeout=15)
             description = futures[self.topic].result(timeout=15)
             return str(description.topic_id) if description.topic_id is not None else None
         except Exception as exc:  # noqa: BLE001 - the id is a safety net, not a requirement
@@ -210,7 +213,10 @@ class BoundedReader:
             return
         offsets = [TopicPartition(self.topic, int(p), int(o)) for p, o in sorted(next_offsets.items())]
         deadline = time.monotonic() + retry_s
-        retriable = {KafkaError.UNKNOWN_MEMBER_ID, KafkaError.ILLEGAL_GENERATION, KafkaError.REBALANCE_IN_PROGRESS}
+        # A member that just left, or a coordinator still loading after a broker restart: both pass.
+        retriable = {KafkaError.UNKNOWN_MEMBER_ID, KafkaError.ILLEGAL_GENERATION, KafkaError.REBALANCE_IN_PROGRESS,
+                     KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+                     KafkaError.COORDINATOR_NOT_AVAILABLE}
         while True:
             try:
                 self._consumer.commit(offsets=offsets, asynchronous=False)
@@ -218,7 +224,7 @@ class BoundedReader:
             except KafkaException as exc:
                 if exc.args[0].code() not in retriable or time.monotonic() > deadline:
                     raise
-                log.info("offset commit refused while the group still has a member (%s); retrying", exc.args[0].str())
+                log.info("offset commit refused (%s); retrying", exc.args[0].str())
                 time.sleep(1.0)
 
     def close(self) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from include.kafka_clients import ensure_topic
@@ -30,7 +32,16 @@ def test_restart_keeps_topics_and_committed_offsets(own_broker):
         producer.produce(topic, value=str(i).encode())
     assert producer.flush(30) == 0
     consumer = Consumer({**base, "group.id": group, "enable.auto.commit": False})
-    consumer.commit(offsets=[TopicPartition(topic, 0, 321)], asynchronous=False)
+    # A just-started broker may still be electing the group coordinator (offsets topic): wait for it.
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            consumer.commit(offsets=[TopicPartition(topic, 0, 321)], asynchronous=False)
+            break
+        except KafkaException as exc:
+            if not exc.args[0].retriable() and exc.args[0].code() != KafkaError.NOT_COORDINATOR or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
     consumer.close()
 
     own_broker.stop()
