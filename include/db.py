@@ -8,10 +8,12 @@ crashed task never leaves two rows for the same thing. This module never builds 
 
 from __future__ import annotations
 
+import fcntl
 import threading
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 from sqlalchemy import (
     JSON,
@@ -27,11 +29,14 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    func,
+    select,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+MIGRATION_LOCK_ID = 0x7265747261696E  # "retrain": the PostgreSQL advisory lock that serialises migrations
 
 
 def utcnow() -> datetime:
@@ -219,9 +224,25 @@ def upgrade(url: str) -> None:
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     engine = get_engine(url)
-    with engine.begin() as connection:
+    # Two processes opening a fresh database at once (two tasks of a backfill) would both create the tables and
+    # one would fail: migrations take a lock, so the second waits and then finds the schema up to date.
+    with _migration_lock(url), engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            connection.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK_ID)))
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
+
+
+@contextmanager
+def _migration_lock(url: str) -> Iterator[None]:
+    """An exclusive lock on a file beside a SQLite database (a no-op for other databases)."""
+    path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else ""
+    if not path or path.startswith(":memory:"):
+        yield
+        return
+    with open(f"{path}.migrate.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 def session_factory(url: str, *, migrate: bool = True) -> sessionmaker[Session]:

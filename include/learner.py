@@ -13,7 +13,8 @@ mini-batch. ``mode="replay"`` adds a bounded buffer of the most recent training 
 in fixed-size variables, the model's own Keras optimizer applied in the loop (so its state is the model's and is
 saved with it), metrics collected in TensorArrays. Python is paid once per chunk instead of several ``fit``/``evaluate``
 calls per mini-batch. :class:`SeedLoop` is that per-mini-batch ``fit``/``evaluate`` loop, kept as the reference for
-benchmarks and curve comparisons. Neither reads Kafka or writes checkpoints.
+benchmarks and curve comparisons. Neither reads Kafka or writes checkpoints. The learner's drift reactions (forget
+old replay rows, change the learning rate, re-initialise the model) are called by :mod:`include.drift`.
 """
 
 from __future__ import annotations
@@ -261,6 +262,60 @@ class IncrementalLearner:
         size = int(self._rep_x.shape[0])
         order = (np.arange(count) + pos - count) % size
         return self._rep_x.numpy()[order], self._rep_y.numpy()[order]
+
+    # --- drift reactions (include.drift): all take effect from the next mini-batch on ------------------------
+
+    def keep_recent_replay(self, rows: int) -> None:
+        """Forget all but the newest ``rows`` rows of the replay buffer (no-op in seed mode)."""
+        if self.config.mode != "replay":
+            return
+        x, y = self.replay_rows()
+        k = max(0, min(int(rows), len(y)))
+        # Draws pick uniformly from slots [0, count), so the kept rows move to the front.
+        new_x = np.zeros(tuple(self._rep_x.shape), np.float32)
+        new_y = np.zeros(tuple(self._rep_y.shape), np.float32)
+        new_x[:k], new_y[:k] = x[len(y) - k:], y[len(y) - k:]
+        self._rep_x.assign(new_x)
+        self._rep_y.assign(new_y)
+        self._rep_count.assign(k)
+        self._rep_pos.assign(k % self.config.replay_buffer)
+
+    def learning_rate(self) -> float:
+        return float(np.asarray(self.optimizer.learning_rate))
+
+    def set_learning_rate(self, value: float) -> None:
+        """Assign the optimizer's learning rate (a variable the compiled chunk reads: no retracing)."""
+        self.optimizer.learning_rate = float(value)
+
+    def reset_model(self) -> None:
+        """Re-initialise the model's weights with their own (seeded) initialisers and zero the optimizer's state.
+
+        The learning rate is kept. A seeded initialiser gives the same values every call, so this is the model
+        as :func:`include.model.build_model` made it: deterministic, which keeps a resumed run exact.
+        """
+        for layer in self.model.layers:
+            if not layer.weights:
+                continue
+            if not hasattr(layer, "kernel_initializer"):
+                raise ValueError(f"cannot re-initialise layer {layer.name!r} ({type(layer).__name__})")
+            layer.kernel.assign(layer.kernel_initializer(tuple(layer.kernel.shape), dtype=layer.kernel.dtype))
+            if getattr(layer, "bias", None) is not None:
+                layer.bias.assign(layer.bias_initializer(tuple(layer.bias.shape), dtype=layer.bias.dtype))
+        for var in self.optimizer.variables:
+            if var.name != "learning_rate":
+                var.assign(np.zeros(tuple(var.shape), dtype=var.dtype))
+
+    def rehearse(self, batches: int) -> None:
+        """Run ``batches`` x ``replay_steps`` replay steps on the buffer alone (replay mode; no rows are added,
+        nothing is measured or counted)."""
+        if self.config.mode != "replay" or batches <= 0 or int(self._rep_count.numpy()) == 0:
+            return
+        k_max, p = self.config.chunk_batches, self._rows_pad
+        for start in range(0, batches, k_max):
+            k = min(k_max, batches - start)
+            zeros_i = np.zeros(k_max, dtype=np.int32)
+            self._chunk_fn(np.zeros((k_max, p, self.width), np.float32), np.zeros((k_max, p), np.float32),
+                           zeros_i, zeros_i, np.array(k, dtype=np.int32))
 
     # --- the compiled chunk ----------------------------------------------------------------------------------
 

@@ -9,9 +9,14 @@ One run, in order:
 3. Read mini-batches from those offsets up to the end offsets seen at start (or a timeout / record / time
    limit), decode them a chunk at a time, dead-letter poison messages, train with the compiled learner.
 4. Make progress durable in this order: dead letters flushed, checkpoint bundle (atomic; it carries the
-   mini-batches' history rows), history rows and checkpoint record upserted, offsets committed to the
-   group. A crash anywhere leaves the previous checkpoint or the new one; the next run continues from
-   it, so every offset is trained exactly once and every mini-batch has exactly one history row.
+   mini-batches' history rows and drift events), history rows, drift events and checkpoint record
+   upserted, offsets committed to the group. A crash anywhere leaves the previous checkpoint or the new
+   one; the next run continues from it, so every offset is trained exactly once and every mini-batch has
+   exactly one history row.
+
+Drift detection (:mod:`include.drift`) always runs on the prequential error of the mini-batches; its state
+travels in the checkpoint, so a resumed run continues the same statistics. ``TrainOptions.drift`` says how
+to react to a detection (default ``none``: record it only).
 
 The checkpoint is the source of truth: consumer-group offsets are only a mirror for lag tools and the UI.
 """
@@ -22,6 +27,8 @@ import fcntl
 import json
 import logging
 import os
+import queue
+import threading
 import time
 import uuid
 from contextlib import contextmanager
@@ -41,6 +48,15 @@ from include.settings import Settings, get_settings
 log = logging.getLogger(__name__)
 
 PROGRESS_EVERY_S = 5.0
+# Also checkpoint once this many mini-batches' history rows are pending: they are held in memory and in the
+# checkpoint until it is durable, so a time-only cadence would make memory grow with throughput.
+CHECKPOINT_EVERY_BATCHES = 2_000
+
+
+def _topic_exists(base: Mapping[str, Any], topic: str) -> bool:
+    from include.kafka_clients import admin_client
+
+    return topic in admin_client(base).list_topics(timeout=30).topics
 
 
 class TrainerBusy(RuntimeError):
@@ -63,6 +79,7 @@ class TrainOptions:
     replay_steps: int | None = None
     keep_checkpoints: int = 3
     seed: int = 0
+    drift: str = "none"  # reaction to a detected drift: none | shrink | retrain (detection always runs)
 
 
 @dataclass
@@ -81,6 +98,7 @@ class TrainSummary:
     checkpoint_id: str | None = None
     window_accuracy: float | None = None
     prequential_accuracy: float | None = None
+    drift_events: int = 0
     seconds: float = 0.0
     records_per_s: float = 0.0
 
@@ -98,6 +116,10 @@ def _int_offsets(offsets: Mapping[str, int] | None) -> dict[int, int]:
 
 def _finite(value: float) -> float | None:
     return None if value is None or not np.isfinite(value) else float(value)
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
 
 
 @contextmanager
@@ -160,6 +182,7 @@ class _Progress:
     next_offsets: dict[int, int]
     records_total: int
     history: list[dict[str, Any]] = field(default_factory=list)
+    drift_events: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Trainer:
@@ -173,14 +196,17 @@ class Trainer:
         self.schema: CsvSchema = load_schema(settings.schema)
         self.directory = Path(settings.checkpoint_dir) / options.model_name
         self.sessions = db.session_factory(settings.db_url)
+        self.drift = None  # the DriftMonitor, made with the learner
 
     # -- history ------------------------------------------------------------------------------------------
-    def _write_history(self, rows: list[dict[str, Any]], checkpoint: dict[str, Any] | None, run: dict[str, Any] | None) -> None:
+    def _write_history(self, rows: list[dict[str, Any]], checkpoint: dict[str, Any] | None, run: dict[str, Any] | None,
+                       drift_events: list[dict[str, Any]] = ()) -> None:
         with self.sessions.begin() as session:
             if run is not None:
                 db.upsert(session, db.TrainingRun, [run], keys=("run_id",))
             for i in range(0, len(rows), 500):
                 db.upsert(session, db.BatchMetric, rows[i:i + 500], keys=("model_name", "batch_key"))
+            db.upsert(session, db.DriftEvent, drift_events, keys=("model_name", "batch_key"))
             if checkpoint is not None:
                 db.upsert(session, db.CheckpointRecord, [checkpoint], keys=("checkpoint_id",))
 
@@ -217,6 +243,9 @@ class Trainer:
                 max_seconds=options.max_seconds, expected_topic_id=meta.get("topic_id"),
             )
             try:
+                if loaded is None and not _topic_exists(base, settings.topic):
+                    log.info("topic %s does not exist yet and there is no checkpoint: nothing to train", settings.topic)
+                    return TrainSummary(run_id=self.run_id, status="success", stop_reason="nothing_new")
                 plan = reader.open()
                 self._log_plan(plan, loaded)
                 summary = TrainSummary(
@@ -250,7 +279,7 @@ class Trainer:
     def _finish_predecessor(self, loaded, base) -> None:
         """Write the history rows and commit the offsets the newest checkpoint carries (idempotent)."""
         meta = loaded.meta
-        self._write_history(meta.get("history", []), self._checkpoint_row(meta), None)
+        self._write_history(meta.get("history", []), self._checkpoint_row(meta), None, meta.get("drift_events", []))
         from confluent_kafka import Consumer, TopicPartition
 
         consumer = Consumer({**base, "group.id": self.settings.consumer_group, "enable.auto.commit": False})
@@ -322,6 +351,7 @@ class Trainer:
         return model, learner
 
     def _train(self, reader: BoundedReader, plan, store, loaded, summary: TrainSummary, base) -> None:
+        from include.drift import DriftConfig, DriftMonitor
         from include.features import decode_batch
         from include.model import configure_tensorflow
 
@@ -331,6 +361,8 @@ class Trainer:
         configure_tensorflow()
         model, learner = self._model_and_learner(loaded)
         meta = loaded.meta if loaded is not None else {}
+        self.drift = DriftMonitor(DriftConfig(reaction=self.options.drift), meta.get("drift"))
+        self.drift.attach(learner)
         progress = _Progress(next_offsets=dict(plan.start), records_total=int(meta.get("records_total", 0)))
         expected_seq = int(meta["seq"]) if loaded is not None else None
         dead = _DeadLetters(base, self.settings.dlq_topic, self.settings.topic)
@@ -356,8 +388,9 @@ class Trainer:
                 sizes.append(int(good[start:end].sum()))
                 bounds.append((start, end))
                 start = end
-            metrics = learner.process(decoded.x, decoded.y, sizes)
+            metrics, detections = self.drift.process(learner, decoded.x, decoded.y, sizes)
             faults.reached("train_after_step")
+            first_row = len(progress.history)
             for batch, (b0, b1), m in zip(pending, bounds, metrics):
                 progress.history.append(self._history_row(batch, m, progress.records_total, summary.batches))
                 for msg in batch:
@@ -368,27 +401,40 @@ class Trainer:
                 summary.records += len(batch)
                 summary.trained_rows += m.n
                 last_metrics = m
+            for det in detections:
+                event = self._drift_row(progress.history[first_row + det.index], det)
+                progress.drift_events.append(event)
+                summary.drift_events += 1
+                log.warning("drift detected by %s at records %d-%d (%d rows after the estimated change): prequential "
+                            "accuracy %s -> %s; reaction %s", det.detector, event["seq"],
+                            event["seq"] + progress.history[first_row + det.index]["n"], det.rows_since_change,
+                            _fmt(det.accuracy_before), _fmt(det.accuracy_after), det.reaction)
             summary.poison = dead.count
             pending.clear()
 
         if self.options.reader == "tfio":
             batches = tfio_batches(base, self.settings, plan, reader)
         else:
-            batches = reader.batches(self.settings.batch_messages)
-        for batch in batches:
-            pending.append(batch)
-            if sum(len(b) for b in pending) >= per_call:
-                train_pending()
-                now = time.monotonic()
-                if now - last_log >= PROGRESS_EVERY_S:
-                    last_log = now
-                    rate = summary.records / (time.perf_counter() - t0)
-                    log.info("progress: %d records (%.0f records/s), window accuracy %.4f, prequential %.4f, offsets %s",
-                             summary.records, rate, last_metrics.window_accuracy, last_metrics.prequential_accuracy,
-                             progress.next_offsets)
-                if now - last_ckpt >= self.options.checkpoint_every_s:
-                    last_ckpt = now
-                    expected_seq = self._make_durable(store, model, learner, progress, summary, reader, dead, expected_seq)
+            # Read ahead in a thread, so reading overlaps decoding, training and history writes.
+            batches = _Prefetch(reader.batches(self.settings.batch_messages), max_items=4 * self.options.chunk_batches)
+        try:
+            for batch in batches:
+                pending.append(batch)
+                if sum(len(b) for b in pending) >= per_call:
+                    train_pending()
+                    now = time.monotonic()
+                    if now - last_log >= PROGRESS_EVERY_S:
+                        last_log = now
+                        rate = summary.records / (time.perf_counter() - t0)
+                        log.info("progress: %d records (%.0f records/s), window accuracy %.4f, prequential %.4f, offsets %s",
+                                 summary.records, rate, last_metrics.window_accuracy, last_metrics.prequential_accuracy,
+                                 progress.next_offsets)
+                    if (now - last_ckpt >= self.options.checkpoint_every_s
+                            or len(progress.history) >= CHECKPOINT_EVERY_BATCHES):
+                        last_ckpt = now
+                        expected_seq = self._make_durable(store, model, learner, progress, summary, reader, dead, expected_seq)
+        finally:
+            batches.close()  # before the reader's consumer is closed
         train_pending()
         if getattr(reader, "tfio_next_offset", None):
             progress.next_offsets = dict(reader.tfio_next_offset)
@@ -430,6 +476,15 @@ class Trainer:
             "event_time_min": min(times) if times else None, "event_time_max": max(times) if times else None,
         }
 
+    def _drift_row(self, row: dict[str, Any], det) -> dict[str, Any]:
+        """A drift event, keyed like the mini-batch whose metrics fired it."""
+        return {
+            "model_name": row["model_name"], "batch_key": row["batch_key"], "run_id": self.run_id, "seq": row["seq"],
+            "offsets": row["offsets_from"], "event_time": row["event_time_max"], "detector": det.detector,
+            "accuracy_before": _finite(det.accuracy_before), "accuracy_after": _finite(det.accuracy_after),
+            "reaction": det.reaction,
+        }
+
     def _make_durable(self, store, model, learner, progress: _Progress, summary: TrainSummary, reader: BoundedReader,
                       dead: _DeadLetters, expected_seq: int | None) -> int:
         """Dead letters -> checkpoint -> history -> group offsets. Returns the new checkpoint's seq."""
@@ -443,19 +498,78 @@ class Trainer:
             "model_name": self.options.model_name, "run_id": self.run_id, "schema_id": self.schema.id,
             "topic": self.settings.topic, "topic_id": reader.plan.topic_id if reader.plan else None,
             "offsets": _jsonable_offsets(progress.next_offsets), "records_total": progress.records_total,
-            "history": progress.history, "created_at": db.utcnow().isoformat(),
+            "history": progress.history, "drift": self.drift.to_dict(), "drift_events": progress.drift_events,
+            "created_at": db.utcnow().isoformat(),
         }
         info = store.save(model, learner.get_state(), meta)
         faults.reached("train_after_checkpoint")
         summary.offsets_to = _jsonable_offsets(progress.next_offsets)
         summary.checkpoint_id = info.checkpoint_id
         ckpt_meta = {**meta, "checkpoint_id": info.checkpoint_id, "seq": info.seq, "path": str(info.path)}
-        self._write_history(progress.history, self._checkpoint_row(ckpt_meta), self._run_row(summary, ended=summary.status != "running"))
+        self._write_history(progress.history, self._checkpoint_row(ckpt_meta), self._run_row(summary, ended=summary.status != "running"),
+                            progress.drift_events)
         faults.reached("train_after_history")
         reader.commit(progress.next_offsets)
         faults.reached("train_after_commit")
         progress.history = []
+        progress.drift_events = []
         return info.seq
+
+
+class _Prefetch:
+    """Iterates ``source`` (the reader's mini-batches) in a background thread through a bounded queue.
+
+    Reading (Python work per message) then overlaps the main thread's decoding, compiled training (which releases
+    the GIL) and history writes. The thread only reads ahead in memory, at most ``max_items`` mini-batches;
+    offsets still move only after a checkpoint. An error in the thread is raised in the consumer's loop;
+    :meth:`close` stops and joins the thread and must run before the reader's consumer is closed.
+    """
+
+    _END = object()
+
+    def __init__(self, source: Iterator[list[Message]], max_items: int) -> None:
+        self._source = source
+        self._queue: queue.Queue = queue.Queue(maxsize=max(1, max_items))
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="trainer-reader", daemon=True)
+        self._thread.start()
+
+    def _put(self, item: Any) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        try:
+            for item in self._source:
+                if not self._put(item):
+                    break
+        except BaseException as exc:  # noqa: BLE001 - handed to the consuming thread
+            self._error = exc
+        finally:
+            self._source.close()
+            self._put(self._END)
+
+    def __iter__(self) -> Iterator[list[Message]]:
+        while True:
+            item = self._queue.get()
+            if item is self._END:
+                self._thread.join()
+                if self._error is not None:
+                    raise self._error
+                return
+            yield item
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=120)
+        if self._thread.is_alive():
+            raise RuntimeError("the reader thread did not stop within 120 s")
 
 
 def tfio_batches(base: Mapping[str, Any], settings: Settings, plan, reader: BoundedReader) -> Iterator[list[Message]]:
@@ -524,6 +638,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint-every-s", type=float, default=60.0)
     parser.add_argument("--stream-timeout-s", type=float)
     parser.add_argument("--chunk-batches", type=int, default=64, help="mini-batches per compiled call")
+    parser.add_argument("--drift", choices=["none", "shrink", "retrain"], default="none",
+                        help="reaction to a detected drift (detection always runs)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = get_settings()
@@ -536,7 +652,7 @@ def main(argv: list[str] | None = None) -> int:
         changes["stream_timeout_s"] = args.stream_timeout_s
     options = TrainOptions(model_name=args.model_name, mode=args.mode, reader=args.reader, max_records=args.max_records,
                            max_seconds=args.max_seconds, checkpoint_every_s=args.checkpoint_every_s,
-                           chunk_batches=args.chunk_batches)
+                           chunk_batches=args.chunk_batches, drift=args.drift)
     try:
         summary = train(settings.with_overrides(**changes), options)
     except (TrainerBusy, OffsetError) as exc:

@@ -16,6 +16,10 @@
 #   KAFKA_CONTROLLER_PORT                                        [KAFKA_PORT + 1]
 #   KAFKA_START_TIMEOUT  seconds to wait for readiness           [90]
 #   KAFKA_HEAP_OPTS   JVM heap                                   [-Xms256m -Xmx1g]
+#   KAFKA_SASL_PLAIN_USERS  optional "user:password[,user:password...]": adds a SASL_PLAINTEXT listener
+#                     (mechanism PLAIN) for these users, its JAAS file written to the state folder (mode 600).
+#                     Unset (the default): no SASL listener, nothing changes.
+#   KAFKA_SASL_PORT   port of that listener on 127.0.0.1         [KAFKA_PORT + 2]
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -29,6 +33,9 @@ HEAP="${KAFKA_HEAP_OPTS:--Xms256m -Xmx1g}"
 PIDFILE="$STATE/broker.pid"
 CONF="$STATE/server.properties"
 BOOTSTRAP="127.0.0.1:$PORT"
+SASL_USERS="${KAFKA_SASL_PLAIN_USERS:-}"
+SASL_PORT="${KAFKA_SASL_PORT:-$((PORT + 2))}"
+JAAS="$STATE/kafka_server_jaas.conf"
 
 log() { echo "kafka.sh: $*" >&2; }
 
@@ -49,16 +56,27 @@ tool() {
 
 write_config() {
   mkdir -p "$STATE/data" "$STATE/logs"
+  local listeners="PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CPORT"
+  local advertised="PLAINTEXT://127.0.0.1:$PORT"
+  local protocols="CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
+  if [ -n "$SASL_USERS" ]; then
+    listeners="$listeners,SASL_PLAINTEXT://127.0.0.1:$SASL_PORT"
+    advertised="$advertised,SASL_PLAINTEXT://127.0.0.1:$SASL_PORT"
+    protocols="$protocols,SASL_PLAINTEXT:SASL_PLAINTEXT"
+    write_jaas
+  else
+    rm -f "$JAAS"
+  fi
   cat >"$CONF" <<EOF
 # Written by infra/kafka/kafka.sh; edit the script, not this file.
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$CPORT
-listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CPORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$PORT
+listeners=$listeners
+advertised.listeners=$advertised
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=$protocols
 log.dirs=$STATE/data
 num.partitions=1
 # One node: every internal topic has replication factor 1, or transactions and groups never start.
@@ -71,6 +89,9 @@ group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=false
 log.retention.hours=-1
 EOF
+  if [ -n "$SASL_USERS" ]; then
+    echo "sasl.enabled.mechanisms=PLAIN" >>"$CONF"
+  fi
   cat >"$STATE/log4j.properties" <<EOF
 log4j.rootLogger=INFO, file
 log4j.appender.file=org.apache.log4j.RollingFileAppender
@@ -82,6 +103,28 @@ log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n
 log4j.logger.kafka.request.logger=WARN
 log4j.logger.org.apache.kafka.clients=WARN
 EOF
+}
+
+write_jaas() {
+  # The broker's side of SASL/PLAIN: one user_<name>="<password>" entry per user. The passwords live only
+  # in this file (mode 600, in the state folder), never in server.properties or on a command line, so
+  # they may not contain a double quote or a backslash.
+  local entries="" pair user pass
+  local IFS=','
+  for pair in $SASL_USERS; do
+    user="${pair%%:*}"; pass="${pair#*:}"
+    if [ -z "$user" ] || [ "$user" = "$pair" ]; then
+      log "KAFKA_SASL_PLAIN_USERS: expected user:password pairs"; exit 1
+    fi
+    entries="$entries
+  user_$user=\"$pass\""
+  done
+  (umask 077 && cat >"$JAAS" <<EOF
+KafkaServer {
+  org.apache.kafka.common.security.plain.PlainLoginModule required$entries;
+};
+EOF
+  )
 }
 
 running_pid() {
@@ -115,9 +158,12 @@ start() {
     tool kafka.tools.StorageTool format -t "$cluster_id" -c "$CONF" >/dev/null
   fi
   log "starting broker on $BOOTSTRAP (logs: $STATE/logs)"
+  local jaas_opt=()
+  if [ -n "$SASL_USERS" ]; then jaas_opt=("-Djava.security.auth.login.config=$JAAS"); fi
   # setsid: the broker outlives the shell that started it and is not killed with its process group.
   # shellcheck disable=SC2086
-  setsid java $HEAP -Dlog4j.configuration="file:$STATE/log4j.properties" -Dkafka.logs.dir="$STATE/logs" \
+  setsid java $HEAP "${jaas_opt[@]}" -Dlog4j.configuration="file:$STATE/log4j.properties" \
+    -Dkafka.logs.dir="$STATE/logs" \
     -cp "$LIB/*" kafka.Kafka "$CONF" >"$STATE/logs/stdout.log" 2>&1 </dev/null &
   echo $! >"$PIDFILE"
   local waited=0

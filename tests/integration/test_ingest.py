@@ -210,3 +210,21 @@ def test_sigkill_then_retry_lands_every_row_exactly_once(tmp_path, kafka_bootstr
     third = _cli(tmp_path, kafka_bootstrap, topic, [path])
     assert json.loads(third.stdout)["files"][0]["status"] == "skipped"
     assert len(read_topic(kafka_bootstrap, topic)) == 70_000
+
+
+def test_a_file_older_than_ingested_data_is_refused_with_a_clear_message(tmp_path, kafka_bootstrap, topic):
+    settings = _settings(tmp_path, kafka_bootstrap, topic)
+    newer = tmp_path / "observations_2026-01-12.csv"
+    newer.write_text(HEADER + "\n" + "\n".join(_good_rows(50)) + "\n")
+    ingest_files([newer], settings=settings)
+    older = tmp_path / "observations_2026-01-05.csv"
+    older.write_text(HEADER + "\n" + "\n".join(_good_rows(40, start_hour=3)) + "\n")
+    with pytest.raises(IngestError) as excinfo:
+        ingest_files([older], settings=settings)
+    message = str(excinfo.value)
+    assert str(older) in message and "2026-01-12" in message and "retrain" in message
+    assert len(read_topic(kafka_bootstrap, topic)) == 50
+    # the same day again with new content is not "older": allowed
+    same_day = tmp_path / "observations_2026-01-12b.csv"
+    same_day.write_text(HEADER + "\n" + "\n".join(_good_rows(5, start_hour=7)) + "\n")
+    assert ingest_files([same_day], settings=settings).rows == 5

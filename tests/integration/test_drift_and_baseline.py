@@ -1,0 +1,128 @@
+"""Replay mode, drift detection and the batch baseline on the blog author's file, through the real broker.
+
+The file's week 2 (line 5,601 on) follows other rules; line 5,601 itself is malformed and quarantined at ingest,
+so in the topic week 1 is offsets 0-5,599 and week 2 starts at offset 5,600.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+from sqlalchemy import select
+
+from include import db
+from include.ingest import ingest_files
+from include.settings import settings_from_env
+from tests.support import PROJECT, shared_data_dir, unique
+
+pytestmark = pytest.mark.integration
+
+BLOG_FILE = shared_data_dir() / "drift_2weeks_V2.csv"
+WEEK2 = 5_600  # first offset of week 2
+ROWS = 11_199
+
+
+@pytest.fixture(scope="module")
+def blog_topic(kafka_bootstrap, tmp_path_factory) -> str:
+    topic = unique("blog-drift")
+    state = tmp_path_factory.mktemp("ingest-state")
+    settings = settings_from_env({"RETRAIN_STATE_DIR": str(state), "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+                                  "RETRAIN_TOPIC": topic, "RETRAIN_SCHEMA": "blog_drift"})
+    assert ingest_files([BLOG_FILE], settings=settings).rows == ROWS
+    return topic
+
+
+class Trainer:
+    """``python -m include.train`` as a real process with its own state folder and consumer group."""
+
+    def __init__(self, state, bootstrap, topic):
+        self.state, self.group = state, unique("trainer")
+        self.env = {**os.environ, "PYTHONPATH": str(PROJECT), "RETRAIN_STATE_DIR": str(state),
+                    "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "RETRAIN_TOPIC": topic, "RETRAIN_SCHEMA": "blog_drift",
+                    "RETRAIN_CONSUMER_GROUP": self.group, "RETRAIN_STREAM_TIMEOUT_S": "3", "TF_CPP_MIN_LOG_LEVEL": "2"}
+        self.db_url = f"sqlite:///{state / 'history.db'}"
+
+    def run(self, *args) -> dict:
+        proc = subprocess.run([sys.executable, "-m", "include.train", *args], env=self.env, capture_output=True,
+                              text=True, timeout=900)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        return json.loads(proc.stdout)
+
+    def batches(self) -> list:
+        with db.session_factory(self.db_url)() as s:
+            return list(s.scalars(select(db.BatchMetric).order_by(db.BatchMetric.seq)))
+
+    def drift_events(self) -> list:
+        with db.session_factory(self.db_url)() as s:
+            return list(s.scalars(select(db.DriftEvent).order_by(db.DriftEvent.seq)))
+
+
+def window_accuracy_at(batches, offset_to: int) -> float:
+    (row,) = [b for b in batches if b.offsets_to["0"] == offset_to]
+    return row.window_accuracy
+
+
+def test_replay_mode_learns_both_weeks_and_detects_the_week_2_drift(tmp_path, kafka_bootstrap, blog_topic):
+    trainer = Trainer(tmp_path / "state", kafka_bootstrap, blog_topic)
+    summary = trainer.run("--mode", "replay")
+    assert summary["records"] == ROWS and summary["stop_reason"] == "end_offsets"
+    batches = trainer.batches()
+    assert len(batches) == 112
+    assert window_accuracy_at(batches, WEEK2) >= 0.95  # end of week 1
+    assert window_accuracy_at(batches, ROWS) >= 0.95  # end of week 2
+    events = trainer.drift_events()
+    assert summary["drift_events"] == len(events) >= 1
+    first = events[0]
+    detected_at = first.seq + next(b.n for b in batches if b.batch_key == first.batch_key)
+    assert WEEK2 < detected_at <= WEEK2 + 500, f"drift detected after {detected_at - WEEK2} records of week 2"
+    assert first.detector == "page_hinkley" and first.reaction == "none" and first.run_id == summary["run_id"]
+    assert first.accuracy_before > 0.9 and first.accuracy_after < 0.7
+    assert first.offsets == {"0": first.seq} and first.event_time is not None
+
+
+def test_drift_state_survives_a_resume_in_the_middle_of_the_drift(tmp_path, kafka_bootstrap, blog_topic):
+    """A run stopped one mini-batch into week 2 and resumed detects the drift where an uninterrupted run does,
+    and (reaction shrink: buffer cut, learning rate boosted across the resume) trains the same model."""
+    whole = Trainer(tmp_path / "whole", kafka_bootstrap, blog_topic)
+    whole.run("--mode", "replay", "--drift", "shrink")
+    split = Trainer(tmp_path / "split", kafka_bootstrap, blog_topic)
+    split.run("--mode", "replay", "--drift", "shrink", "--max-records", str(WEEK2 + 100))
+    assert split.drift_events() == []
+    split.run("--mode", "replay", "--drift", "shrink")
+    (a,), (b,) = whole.drift_events(), split.drift_events()
+    assert (a.batch_key, a.seq, a.reaction) == (b.batch_key, b.seq, "shrink")
+    assert a.accuracy_before == pytest.approx(b.accuracy_before) and a.accuracy_after == pytest.approx(b.accuracy_after)
+    curve_a = [r.window_accuracy for r in whole.batches()]
+    curve_b = [r.window_accuracy for r in split.batches()]
+    assert len(curve_a) == len(curve_b) == 112
+    assert max(abs(p - q) for p, q in zip(curve_a, curve_b)) <= 0.002
+    assert curve_a[-1] >= 0.95
+
+
+def test_batch_baseline_records_a_run_of_its_kind(tmp_path, kafka_bootstrap, blog_topic):
+    from include.baseline import train_baseline
+
+    settings = settings_from_env({"RETRAIN_STATE_DIR": str(tmp_path), "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+                                  "RETRAIN_TOPIC": blog_topic, "RETRAIN_SCHEMA": "blog_drift",
+                                  "RETRAIN_CONSUMER_GROUP": unique("trainer"), "RETRAIN_STREAM_TIMEOUT_S": "3"})
+    summary = train_baseline(settings, model_name="blog", epochs=3, dag_id="train_baseline", dag_run_id="manual__1")
+    assert summary["status"] == "success" and summary["records"] == ROWS and summary["poison"] == 0
+    assert summary["train_rows"] == 8_959 and summary["heldout_rows"] == ROWS - 8_959
+    with db.session_factory(settings.db_url)() as s:
+        (run,) = s.scalars(select(db.TrainingRun)).all()
+        assert s.scalars(select(db.BatchMetric)).all() == []
+    assert run.kind == "batch_baseline" and run.status == "success" and run.model_name == "blog"
+    assert run.window_accuracy == pytest.approx(summary["heldout_accuracy"]) and 0.5 < run.window_accuracy <= 1.0
+    assert run.offsets_from == {"0": 0} and run.offsets_to == {"0": ROWS} and run.records == ROWS
+    assert (run.dag_id, run.dag_run_id, run.ended_at is not None) == ("train_baseline", "manual__1", True)
+    # It never moves the trainer's consumer group.
+    consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": settings.consumer_group})
+    try:
+        assert consumer.committed([TopicPartition(blog_topic, 0)], timeout=30)[0].offset < 0
+    finally:
+        consumer.close()

@@ -1,0 +1,299 @@
+"""Drift detection (include.drift): detectors on synthetic error streams, state round trips, reactions, and the
+learner on generated data with and without drift."""
+
+from __future__ import annotations
+
+import json
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from dataclasses import dataclass  # noqa: E402
+from datetime import date  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from include.drift import DETECTORS, DriftConfig, DriftMonitor, PageHinkley, detector_from_dict, make_detector  # noqa: E402
+
+
+def batch_errors(rng: np.random.Generator, p: float, count: int, rows: int = 100) -> np.ndarray:
+    """Per-mini-batch error rates of a model whose rows are wrong with probability ``p``."""
+    return rng.binomial(rows, p, count) / rows
+
+
+def first_detection(detector, stream) -> int | None:
+    for i, x in enumerate(stream):
+        if detector.update(float(x), 100.0):
+            return i
+    return None
+
+
+@pytest.mark.parametrize("name", DETECTORS)
+@pytest.mark.parametrize("before,after", [(0.02, 0.6), (0.05, 0.4), (0.1, 0.35)])
+def test_detects_a_step_within_a_few_mini_batches(name, before, after):
+    rng = np.random.default_rng(1)
+    stream = np.concatenate([batch_errors(rng, before, 200), batch_errors(rng, after, 50)])
+    det = make_detector(name)
+    at = first_detection(det, stream)
+    assert at is not None and 200 <= at <= 205, at
+    assert abs(det.change_age() - (at - 199)) <= 2  # the estimated start of the change is close to the step
+
+
+@pytest.mark.parametrize("name", DETECTORS)
+@pytest.mark.parametrize("p", [0.0, 0.02, 0.1, 0.3])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_no_detection_on_stationary_noise(name, p, seed):
+    rng = np.random.default_rng(seed)
+    assert first_detection(make_detector(name), batch_errors(rng, p, 5_000)) is None
+
+
+@pytest.mark.parametrize("name", DETECTORS)
+def test_a_falling_error_is_not_a_drift(name):
+    rng = np.random.default_rng(3)
+    curve = 0.02 + 0.5 * np.exp(-np.arange(400) / 30)  # a model learning from scratch
+    assert first_detection(make_detector(name), rng.binomial(100, curve) / 100) is None
+
+
+def test_one_bad_mini_batch_is_not_a_drift():
+    rng = np.random.default_rng(4)
+    stream = batch_errors(rng, 0.03, 300)
+    stream[150] = 0.6
+    stream[220] = 0.5
+    for name in DETECTORS:
+        assert first_detection(make_detector(name), stream) is None, name
+
+
+def test_page_hinkley_warm_up_cannot_fire():
+    det = PageHinkley(min_samples=50)
+    rng = np.random.default_rng(5)
+    # Errors rising during the warm-up (first sight of new parts of the stream) are learned, not reported.
+    assert first_detection(det, np.concatenate([batch_errors(rng, 0.02, 20), batch_errors(rng, 0.4, 25),
+                                                batch_errors(rng, 0.1, 100)])) is None
+
+
+@pytest.mark.parametrize("name", DETECTORS)
+def test_state_round_trip_continues_exactly(name):
+    rng = np.random.default_rng(6)
+    stream = np.concatenate([batch_errors(rng, 0.05, 150), batch_errors(rng, 0.5, 20), batch_errors(rng, 0.1, 80),
+                             batch_errors(rng, 0.45, 20)])
+    whole = make_detector(name)
+    expected = [whole.update(float(x)) for x in stream]
+    first = make_detector(name)
+    got = [first.update(float(x)) for x in stream[:160]]
+    restored = detector_from_dict(json.loads(json.dumps(first.to_dict())))
+    assert restored.to_dict() == first.to_dict()
+    got += [restored.update(float(x)) for x in stream[160:]]
+    assert got == expected and restored.to_dict() == whole.to_dict()
+    assert sum(expected) >= 1
+
+
+def test_invalid_settings_are_rejected():
+    with pytest.raises(ValueError):
+        DriftConfig(reaction="panic")
+    with pytest.raises(ValueError):
+        DriftConfig(detector="cusum")
+    with pytest.raises(ValueError):
+        PageHinkley(threshold=0)
+    with pytest.raises(ValueError):
+        detector_from_dict({"name": "adwin"})
+
+
+@dataclass
+class FakeMetrics:
+    prequential_accuracy: float
+    n: int = 100
+
+
+def test_monitor_reports_before_and_after_and_round_trips():
+    rng = np.random.default_rng(7)
+    accs = np.concatenate([1 - batch_errors(rng, 0.03, 120), 1 - batch_errors(rng, 0.5, 10)])
+    mon = DriftMonitor(DriftConfig())
+    dets = []
+    for i, a in enumerate(accs[:110]):
+        assert mon.observe(FakeMetrics(float(a)), i) is None
+    state = json.loads(json.dumps(mon.to_dict()))
+    resumed = DriftMonitor(DriftConfig(), state)
+    for i, a in enumerate(accs[110:], start=110):
+        d1, d2 = mon.observe(FakeMetrics(float(a)), i), resumed.observe(FakeMetrics(float(a)), i)
+        assert d1 == d2
+        if d1:
+            dets.append(d1)
+    assert len(dets) == 1
+    det = dets[0]
+    assert 120 <= det.index <= 123 and det.detector == "page_hinkley" and det.reaction == "none"
+    assert det.accuracy_before > 0.95 and det.accuracy_after < 0.7
+    assert det.rows_since_change == 100 * det.batches_since_change
+    assert mon.to_dict() == resumed.to_dict()
+
+
+def test_nan_batches_are_skipped():
+    mon = DriftMonitor()
+    assert mon.observe(FakeMetrics(float("nan")), 0) is None
+    assert mon.observe(FakeMetrics(0.5, n=0), 0) is None
+    assert mon.detector.n == 0
+
+
+# --- with the real learner ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def blog_schema():
+    from include.schema import load_schema
+
+    return load_schema("blog_drift")
+
+
+def small_learner(schema, **changes):
+    from include.learner import IncrementalLearner, LearnerConfig
+    from include.model import build_model
+
+    # Not XLA-compiled: compiling costs more than these few mini-batches.
+    cfg = dict(mode="replay", replay_buffer=400, replay_steps=4, window_size=100, chunk_batches=8, jit_compile=False)
+    cfg.update(changes)
+    return IncrementalLearner(build_model(schema, seed=0), LearnerConfig(**cfg))
+
+
+def rows(schema, n, flip=False, seed=0):
+    from include.features import raw_layout
+
+    rng = np.random.default_rng(seed)
+    layout = raw_layout(schema)
+    x = np.column_stack([rng.integers(int(p["min"]), int(p["max"]) + 1, n) for _, _, p in layout]).astype(np.float32)
+    names = [name for name, _, _ in layout]
+    y = ((x[:, names.index("c2_x")] + x[:, names.index("c3_y")]) < 20).astype(np.float32)
+    return x, (1 - y) if flip else y
+
+
+def test_keep_recent_replay_keeps_the_newest_rows_in_order(blog_schema):
+    learner = small_learner(blog_schema)
+    x, y = rows(blog_schema, 700)
+    learner.process(x, y)  # 7 mini-batches: 560 training rows through a 400-row buffer
+    before_x, _ = learner.replay_rows()
+    learner.keep_recent_replay(150)
+    after_x, after_y = learner.replay_rows()
+    assert np.array_equal(after_x, before_x[-150:]) and len(after_y) == 150
+    x2, y2 = rows(blog_schema, 100, seed=1)
+    learner.process(x2, y2)  # new rows append after the kept ones
+    assert np.array_equal(learner.replay_rows()[0], np.concatenate([before_x[-150:], x2[:80]]))
+    learner.keep_recent_replay(10_000)  # more than there is: all kept
+    assert len(learner.replay_rows()[1]) == 230
+
+
+def test_reset_model_restores_the_initial_weights_and_rehearse_trains(blog_schema):
+    from include.model import build_model
+
+    learner = small_learner(blog_schema)
+    fresh = [np.asarray(w) for w in build_model(blog_schema, seed=0).get_weights()]
+    x, y = rows(blog_schema, 300)
+    learner.process(x, y)
+    learner.set_learning_rate(0.01)
+    learner.reset_model()
+    assert all(np.array_equal(a, np.asarray(b)) for a, b in zip(fresh, learner.model.get_weights()))
+    assert int(learner.optimizer.iterations.numpy()) == 0
+    assert learner.learning_rate() == pytest.approx(0.01)
+    counters = (learner.batches_seen, learner.rows_seen, learner.window()[1].tolist())
+    learner.rehearse(2)
+    assert int(learner.optimizer.iterations.numpy()) == 2 * learner.config.replay_steps
+    assert (learner.batches_seen, learner.rows_seen, learner.window()[1].tolist()) == counters
+
+
+@pytest.mark.parametrize("reaction", ["shrink", "retrain"])
+def test_reactions_act_on_the_learner_and_resume_exactly(blog_schema, reaction):
+    x1, y1 = rows(blog_schema, 6000)
+    x2, y2 = rows(blog_schema, 1500, flip=True, seed=1)  # the rule flips: a drift
+    x, y = np.concatenate([x1, x2]), np.concatenate([y1, y2])
+    cfg = DriftConfig(reaction=reaction, lr_batches=5, min_keep_rows=100)
+
+    learner = small_learner(blog_schema)
+    mon = DriftMonitor(cfg)
+    _, dets = mon.process(learner, x[:6100], y[:6100])
+    assert dets == []
+    base_lr = learner.learning_rate()
+    state, weights = (learner.get_state(), mon.to_dict()), [np.asarray(w) for w in learner.model.get_weights()]
+    opt_state = [np.asarray(v) for v in learner.optimizer.variables]
+    _, dets = mon.process(learner, x[6100:], y[6100:])
+    assert len(dets) >= 1 and dets[0].index <= 4, dets  # detected within 500 rows of the flip
+    assert dets[0].reaction == reaction
+    assert learner.learning_rate() == pytest.approx(base_lr)  # the boost (shrink) ran out after 5 mini-batches
+
+    # Resume from the state before the drift: the same detections and the same model.
+    other = small_learner(blog_schema)
+    other.model.set_weights(weights)
+    for var, value in zip(other.optimizer.variables, opt_state):
+        var.assign(value)
+    other.set_state(state[0])
+    resumed = DriftMonitor(cfg, json.loads(json.dumps(state[1])))
+    resumed.attach(other)
+    _, dets2 = resumed.process(other, x[6100:], y[6100:])
+    assert dets2 == dets
+    assert mon.to_dict() == resumed.to_dict()
+
+
+def test_shrink_boosts_the_learning_rate_then_restores_it(blog_schema):
+    learner = small_learner(blog_schema)
+    mon = DriftMonitor(DriftConfig(reaction="shrink", lr_factor=4.0, lr_batches=3, min_keep_rows=50))
+    x, y = rows(blog_schema, 500)
+    learner.process(x, y)
+    lr = learner.learning_rate()
+    from include.drift import Detection
+
+    mon.react(learner, Detection(index=0, detector="page_hinkley", batches_since_change=1, rows_since_change=100,
+                                 accuracy_before=0.9, accuracy_after=0.4, reaction="shrink"))
+    assert learner.learning_rate() == pytest.approx(4 * lr)
+    assert len(learner.replay_rows()[1]) == 80  # max(min_keep_rows, 80 training rows of one mini-batch)
+    saved = json.loads(json.dumps(mon.to_dict()))
+    for _ in range(2):
+        mon._count_down(learner)
+    assert learner.learning_rate() == pytest.approx(4 * lr)
+    resumed_learner = small_learner(blog_schema)
+    DriftMonitor(mon.config, saved).attach(resumed_learner)
+    assert resumed_learner.learning_rate() == pytest.approx(4 * lr)
+    mon._count_down(learner)
+    assert learner.learning_rate() == pytest.approx(lr)
+
+
+# --- generated data --------------------------------------------------------------------------------------------
+
+
+def generated(tmp_path, days, drift_from=None, seed=7):
+    from include.features import decode_batch
+    from include.generate import generate_range
+    from include.schema import load_schema
+
+    paths = generate_range(date(2026, 1, 1), date(2026, 1, days), tmp_path, seed=seed, drift_from=drift_from)
+    lines = [line for p in paths for line in p.read_bytes().splitlines()[1:]]
+    schema = load_schema("drone")
+    decoded = decode_batch(schema, lines)
+    assert not decoded.errors
+    return schema, decoded.x, decoded.y
+
+
+def replay_learner(schema, seed=0):
+    from include.learner import IncrementalLearner, LearnerConfig
+    from include.model import build_model
+
+    return IncrementalLearner(build_model(schema, seed=seed), LearnerConfig(mode="replay", seed=seed))
+
+
+def test_no_false_drift_on_generated_data_without_drift(tmp_path):
+    schema, x, y = generated(tmp_path, 10)
+    _, dets = DriftMonitor().process(replay_learner(schema), x, y)
+    assert dets == []
+
+
+def test_generated_drift_is_detected_soon_after_the_rule_visibly_changes(tmp_path):
+    from include.generate import busy_probability, make_shops, _schema
+
+    schema, x, y = generated(tmp_path, 8, drift_from=date(2026, 1, 6))
+    start = 5 * 24 * 100  # the drift day's first row
+    # The rules differ only in some hours; the first row whose true probability changed:
+    shops = make_shops(7, 100, _schema())
+    hours = np.repeat(np.arange(24), 100)
+    types, xs, ys = (np.tile(a, 24) for a in (shops.types, shops.x, shops.y))
+    changed = np.flatnonzero(busy_probability(types, hours, xs, ys) != busy_probability(types, hours, xs, ys, drift=True))
+    visible = start + int(changed[0])
+    _, dets = DriftMonitor().process(replay_learner(schema), x, y)
+    assert len(dets) == 1, dets
+    detected_after = (dets[0].index + 1) * 100  # rows read when the detector fired
+    assert visible <= detected_after <= visible + 600, (visible, detected_after)
