@@ -252,7 +252,11 @@ def session_factory(url: str, *, migrate: bool = True) -> sessionmaker[Session]:
 
 
 def upsert(session: Session, model: type[Base], rows: Iterable[Mapping[str, Any]], keys: tuple[str, ...]) -> None:
-    """Insert ``rows`` or, where a row with the same ``keys`` exists, update it (one statement per row batch)."""
+    """Insert ``rows`` or, where a row with the same ``keys`` exists, update it.
+
+    One statement executed for many parameter sets (executemany): a single multi-row VALUES statement was
+    ~20x slower for thousands of history rows, and would hit SQLite's bound-parameter limit.
+    """
     rows = [dict(r) for r in rows]
     if not rows:
         return
@@ -263,7 +267,7 @@ def upsert(session: Session, model: type[Base], rows: Iterable[Mapping[str, Any]
         from sqlalchemy.dialects.sqlite import insert
     else:  # pragma: no cover - only the two supported databases
         raise RuntimeError(f"unsupported database dialect {dialect}")
-    stmt = insert(model).values(rows)
+    stmt = insert(model)
     updates = {c: stmt.excluded[c] for c in rows[0] if c not in keys}
     stmt = stmt.on_conflict_do_update(index_elements=list(keys), set_=updates) if updates else stmt.on_conflict_do_nothing(index_elements=list(keys))
-    session.execute(stmt)
+    session.execute(stmt, rows)
