@@ -41,6 +41,8 @@ from include.assets import observations_asset
         "max_records": Param(None, type=["null", "integer"], minimum=1),
         "max_seconds": Param(None, type=["null", "number"], minimum=1),
         "model_name": Param("default", type="string", pattern="^[A-Za-z0-9_.-]{1,64}$"),
+        "drift": Param("none", enum=["none", "shrink", "retrain"],
+                       description="reaction to a detected drift (detection always runs and is recorded)"),
     },
 )
 def train_model():
@@ -51,7 +53,7 @@ def train_model():
 
         options = TrainOptions(
             model_name=params["model_name"], mode=params["mode"], reader=params["reader"],
-            max_records=params["max_records"], max_seconds=params["max_seconds"],
+            max_records=params["max_records"], max_seconds=params["max_seconds"], drift=params["drift"],
         )
         return train(options=options, use_airflow=True, dag_id=dag_run.dag_id, dag_run_id=dag_run.run_id).as_dict()
 
