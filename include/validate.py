@@ -497,13 +497,7 @@ def iter_rows(
     Raises:
         HeaderError: The schema declares a header and the file's first line is not it (or the file is empty).
     """
-    name = file_name or _source_name(source)
-    checker = _RowChecker(schema, name)
-    with _binary(source) as stream:
-        batches = _line_batches(stream, name, max_line_bytes, chunk_bytes)
-        if schema.header:
-            batches = _skip_header(batches, schema, name)
-        yield from _rows(batches, checker, _QuotedRecords(name, max_line_bytes))
+    yield from _iterate(source, schema, file_name, max_line_bytes, chunk_bytes, records=False)
 
 
 def iter_records(
@@ -524,13 +518,19 @@ def iter_records(
     Raises:
         HeaderError: See :func:`iter_rows`.
     """
+    yield from _iterate(source, schema, file_name, max_line_bytes, chunk_bytes, records=True)
+
+
+def _iterate(source: Source, schema: CsvSchema, file_name: str | None, max_line_bytes: int, chunk_bytes: int, *,
+             records: bool) -> Iterator[Any]:
+    """The one reading pipeline behind :func:`iter_rows` and :func:`iter_records`."""
     name = file_name or _source_name(source)
     checker = _RowChecker(schema, name)
     with _binary(source) as stream:
         batches = _line_batches(stream, name, max_line_bytes, chunk_bytes)
         if schema.header:
             batches = _skip_header(batches, schema, name)
-        yield from _rows(batches, checker, _QuotedRecords(name, max_line_bytes), records=True)
+        yield from _rows(batches, checker, _QuotedRecords(name, max_line_bytes), records=records)
 
 
 def _skip_header(
