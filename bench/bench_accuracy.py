@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -50,6 +49,7 @@ PROJECT = Path(__file__).resolve().parents[1]
 if str(PROJECT) not in sys.path:
     sys.path.insert(0, str(PROJECT))
 
+from bench.common import machine as describe_machine  # noqa: E402
 import numpy as np  # noqa: E402
 
 BLOG_FILE = PROJECT.parent / "shared" / "data" / "drift_2weeks_V2.csv"
@@ -217,17 +217,6 @@ def first_changed_row(shops: int) -> int:
 # Report
 
 
-def _machine() -> str:
-    model = platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()} CPU ({model}), Python {platform.python_version()}"
-
 
 def _f(v, digits=3) -> str:
     return "n/a" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{v:.{digits}f}"
@@ -372,7 +361,7 @@ def render(args, when, load_before, total, blog_runs, river_res, thr, gen_runs, 
     lines = [
         "# Accuracy benchmark (replay mode, drift, River, batch baseline)",
         "",
-        f"- Run: {when} on {_machine()}; load average before/after: {load_before:.2f} / {os.getloadavg()[0]:.2f}",
+        f"- Run: {when} on {describe_machine()}; load average before/after: {load_before:.2f} / {os.getloadavg()[0]:.2f}",
         f"- Kafka: {args.bootstrap}; every data set ingested with `include.ingest.ingest_files` into a fresh topic and "
         "trained by `include.train.train` (whole runs: set-up and XLA compile included in records/s)",
         f"- Replay defaults: buffer {cfg.replay_buffer:,} rows, {cfg.replay_steps} replay steps per mini-batch; the "

@@ -28,7 +28,6 @@ import argparse
 import gc
 import logging
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -44,6 +43,8 @@ from typing import Any, Callable, Mapping
 PROJECT = Path(__file__).resolve().parents[1]
 if str(PROJECT) not in sys.path:
     sys.path.insert(0, str(PROJECT))
+
+from bench.common import machine as describe_machine  # noqa: E402
 
 TARGET_ROWS_PER_S = 200_000
 FIRST_DAY = date(2026, 1, 1)
@@ -400,17 +401,6 @@ def _mib(n: int) -> str:
     return f"{n / 2**20:,.0f} MiB"
 
 
-def _machine() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()} CPU ({model}), Python {platform.python_version()}"
-
 
 def render(args, machine: Mapping[str, str], file_rows: int, file_bytes: int, measurements: list[Measurement],
            rss: RssReport | None) -> str:
@@ -498,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
     producer = producer_config({})
     machine = {
         "when": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": _machine(),
+        "machine": describe_machine(),
         "load_before": f"{os.getloadavg()[0]:.2f}",
         "client": confluent_kafka.__version__,
         "librdkafka": confluent_kafka.libversion()[0],

@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -47,6 +46,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 PROJECT = Path(__file__).resolve().parents[1]
 if str(PROJECT) not in sys.path:
     sys.path.insert(0, str(PROJECT))
+
+from bench.common import machine as describe_machine  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -212,17 +213,6 @@ def first_window_curve(state: Path, batches: int) -> list[float]:
 # Report
 
 
-def _machine() -> str:
-    model = platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()} CPU ({model}), Python {platform.python_version()}"
-
 
 def _mib(n: float) -> str:
     return f"{n / 2**20:,.0f} MiB"
@@ -311,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
 
     configure_tensorflow()
     rows = blog_rows(args.data)
-    info = {"when": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": _machine(),
+    info = {"when": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": describe_machine(),
             "load_before": f"{os.getloadavg()[0]:.2f}", "rows": len(rows)}
     run = uuid.uuid4().hex[:8]
     topic = f"bench-training-{run}"
