@@ -202,17 +202,6 @@ def blog_rows(path: Path) -> list[bytes]:
     return [r for r in path.read_bytes().lstrip(b"\xef\xbb\xbf").split(b"\r\n") if r.count(b",") == 13]
 
 
-def first_changed_row(shops: int) -> int:
-    """Row of the drift day (hour-major, shops in id order) whose true busy probability changes first."""
-    from include.generate import _schema, busy_probability, make_shops
-
-    layout = make_shops(GEN_SEED, shops, _schema())
-    hours = np.repeat(np.arange(24), shops)
-    types, x, y = (np.tile(a, 24) for a in (layout.types, layout.x, layout.y))
-    changed = busy_probability(types, hours, x, y) != busy_probability(types, hours, x, y, drift=True)
-    return int(np.flatnonzero(changed)[0])
-
-
 # ---------------------------------------------------------------------------------------------------------
 # Report
 
@@ -247,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("include.train").setLevel(logging.ERROR)  # drift warnings are reported below
 
-    from include.generate import bayes_accuracy, generate_range
+    from include.generate import bayes_accuracy, first_drifted_row, generate_range
     from include.model import configure_tensorflow
 
     configure_tensorflow()
@@ -290,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
                                shops=args.shops, noise=args.noise, drift_from=drift_day)
         per_day = 24 * args.shops
         drift_start = (days // 2) * per_day
-        visible = drift_start + first_changed_row(args.shops)
+        visible = drift_start + first_drifted_row(GEN_SEED, args.shops)
         gd = env.topic("gen-drift")
         gd_rows = env.ingest(gd, "drone", paths)
         gen_runs = []

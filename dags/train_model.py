@@ -43,6 +43,8 @@ from include.assets import observations_asset
         "model_name": Param("default", type="string", pattern="^[A-Za-z0-9_.-]{1,64}$"),
         "drift": Param("none", enum=["none", "shrink", "retrain"],
                        description="reaction to a detected drift (detection always runs and is recorded)"),
+        "drift_detector": Param("ewma", enum=["ewma", "page_hinkley"],
+                                description="what watches the prequential error for drift"),
     },
 )
 def train_model():
@@ -54,6 +56,7 @@ def train_model():
         options = TrainOptions(
             model_name=params["model_name"], mode=params["mode"], reader=params["reader"],
             max_records=params["max_records"], max_seconds=params["max_seconds"], drift=params["drift"],
+            drift_detector=params["drift_detector"],
         )
         return train(options=options, use_airflow=True, dag_id=dag_run.dag_id, dag_run_id=dag_run.run_id).as_dict()
 

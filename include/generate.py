@@ -131,6 +131,19 @@ def busy_probability(
     return np.where(busy, P_BUSY_IN_WINDOW, P_BUSY_OUTSIDE)
 
 
+def first_drifted_row(seed: int, shops: int) -> int | None:
+    """Position, within a drift day's rows (hour-major, shops in id order), of the first row whose true busy
+    probability differs from the undrifted rule's, or None if the rules agree everywhere for this layout.
+
+    The drifted rule differs only in some hours, so a drift starting at a day's midnight becomes visible in the
+    data only from this row on (the point a detection delay is measured from)."""
+    layout = make_shops(seed, shops, _schema())
+    hours = np.repeat(np.arange(HOURS), shops)
+    types, x, y = (np.tile(a, HOURS) for a in (layout.types, layout.x, layout.y))
+    changed = np.flatnonzero(busy_probability(types, hours, x, y) != busy_probability(types, hours, x, y, drift=True))
+    return int(changed[0]) if changed.size else None
+
+
 def _type_index(shop_types: Sequence[str] | np.ndarray, types: list[str]) -> np.ndarray:
     lookup = {name: i for i, name in enumerate(types)}
     try:

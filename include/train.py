@@ -80,6 +80,7 @@ class TrainOptions:
     keep_checkpoints: int = 3
     seed: int = 0
     drift: str = "none"  # reaction to a detected drift: none | shrink | retrain (detection always runs)
+    drift_detector: str = "ewma"  # ewma | page_hinkley (include.drift.DETECTORS)
 
 
 @dataclass
@@ -361,7 +362,8 @@ class Trainer:
         configure_tensorflow()
         model, learner = self._model_and_learner(loaded)
         meta = loaded.meta if loaded is not None else {}
-        self.drift = DriftMonitor(DriftConfig(reaction=self.options.drift), meta.get("drift"))
+        self.drift = DriftMonitor(DriftConfig(reaction=self.options.drift, detector=self.options.drift_detector),
+                                  meta.get("drift"))
         self.drift.attach(learner)
         progress = _Progress(next_offsets=dict(plan.start), records_total=int(meta.get("records_total", 0)))
         expected_seq = int(meta["seq"]) if loaded is not None else None
@@ -640,6 +642,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunk-batches", type=int, default=64, help="mini-batches per compiled call")
     parser.add_argument("--drift", choices=["none", "shrink", "retrain"], default="none",
                         help="reaction to a detected drift (detection always runs)")
+    parser.add_argument("--drift-detector", choices=["ewma", "page_hinkley"], default="ewma",
+                        help="what watches the prequential error for drift (see include.drift)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = get_settings()
@@ -652,7 +656,8 @@ def main(argv: list[str] | None = None) -> int:
         changes["stream_timeout_s"] = args.stream_timeout_s
     options = TrainOptions(model_name=args.model_name, mode=args.mode, reader=args.reader, max_records=args.max_records,
                            max_seconds=args.max_seconds, checkpoint_every_s=args.checkpoint_every_s,
-                           chunk_batches=args.chunk_batches, drift=args.drift)
+                           chunk_batches=args.chunk_batches, drift=args.drift,
+                           drift_detector=args.drift_detector)
     try:
         summary = train(settings.with_overrides(**changes), options)
     except (TrainerBusy, OffsetError) as exc:

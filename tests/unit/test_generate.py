@@ -89,6 +89,18 @@ def test_drift_changes_the_rules(tmp_path):
     assert [json.loads(meta_path(p).read_text())["drift"] for p in drifted] == [False, True]
 
 
+@pytest.mark.parametrize("shops", [1, 30, 100])
+def test_first_drifted_row_is_where_the_drift_day_first_differs(shops):
+    layout = generate.make_shops(7, shops, load_schema("drone"))
+    hours = np.repeat(np.arange(24), shops)
+    types, x, y = (np.tile(a, 24) for a in (layout.types, layout.x, layout.y))
+    before = busy_probability(types, hours, x, y)
+    after = busy_probability(types, hours, x, y, drift=True)
+    first = generate.first_drifted_row(7, shops)
+    assert first is not None and first > 0
+    assert (before[:first] == after[:first]).all() and before[first] != after[first]
+
+
 @pytest.mark.parametrize(
     ("rows", "expected"),
     [
