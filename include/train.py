@@ -182,6 +182,7 @@ class _Progress:
 
     next_offsets: dict[int, int]
     records_total: int
+    durable_offsets: dict[int, int] = field(default_factory=dict)  # the newest checkpoint's (the run's start at first)
     history: list[dict[str, Any]] = field(default_factory=list)
     drift_events: list[dict[str, Any]] = field(default_factory=list)
 
@@ -365,7 +366,8 @@ class Trainer:
         self.drift = DriftMonitor(DriftConfig(reaction=self.options.drift, detector=self.options.drift_detector),
                                   meta.get("drift"))
         self.drift.attach(learner)
-        progress = _Progress(next_offsets=dict(plan.start), records_total=int(meta.get("records_total", 0)))
+        progress = _Progress(next_offsets=dict(plan.start), records_total=int(meta.get("records_total", 0)),
+                             durable_offsets=dict(plan.start))
         expected_seq = int(meta["seq"]) if loaded is not None else None
         dead = _DeadLetters(base, self.settings.dlq_topic, self.settings.topic)
         per_call = self.settings.batch_messages * self.options.chunk_batches
@@ -447,10 +449,10 @@ class Trainer:
             summary.window_accuracy = _finite(last_metrics.window_accuracy)
             summary.prequential_accuracy = _finite(last_metrics.prequential_accuracy)
         summary.status = "success"
-        if progress.history or progress.next_offsets != plan.start:
+        if progress.history or progress.next_offsets != progress.durable_offsets:
             self._make_durable(store, model, learner, progress, summary, reader, dead, expected_seq)
-        else:
-            summary.checkpoint_id = summary.checkpoint_from
+        else:  # nothing since the last checkpoint (this run's, or the one it started from): do not repeat it
+            summary.checkpoint_id = summary.checkpoint_id or summary.checkpoint_from
             self._write_history([], None, self._run_row(summary, ended=True))
         elapsed = time.perf_counter() - t0
         log.info("done: %d records in %.1fs (%.0f records/s), %d mini-batches, %d poison, stop reason %s, window accuracy %s, "
@@ -515,6 +517,7 @@ class Trainer:
         faults.reached("train_after_commit")
         progress.history = []
         progress.drift_events = []
+        progress.durable_offsets = dict(progress.next_offsets)
         return info.seq
 
 

@@ -123,6 +123,21 @@ def test_two_limited_runs_resume_where_the_first_ended(tmp_path, kafka_bootstrap
     assert [r.status for r in runner.runs()] == ["success"] * 3
 
 
+def test_a_run_checkpoints_what_it_trained_once(tmp_path, kafka_bootstrap, blog_topic):
+    """With a checkpoint after every compiled call and a run ending on a call's boundary, the last periodic
+    checkpoint already holds the end: no second, identical one."""
+    runner = Runner(tmp_path, kafka_bootstrap, blog_topic)
+    summary = runner.ok("--checkpoint-every-s", "0", "--chunk-batches", "16", "--max-records", "9600")
+    assert summary["records"] == 9_600 and summary["stop_reason"] == "max_records"
+    with db.session_factory(runner.db_url)() as s:
+        checkpoints = list(s.scalars(select(db.CheckpointRecord).order_by(db.CheckpointRecord.seq)))
+    offsets = [c.offsets["0"] for c in checkpoints]
+    assert len(offsets) == len(set(offsets)) == 6, offsets  # 96 mini-batches in calls of 16: one checkpoint each
+    assert summary["checkpoint_id"] == checkpoints[-1].checkpoint_id and summary["offsets_to"] == {"0": 9_600}
+    rest = runner.ok()
+    assert rest["checkpoint_from"] == summary["checkpoint_id"] and rest["records"] == 11_199 - 9_600
+
+
 STAGES = ["train_after_step", "after_temp_write", "after_rename", "train_after_checkpoint", "train_after_history",
           "train_after_commit"]
 
