@@ -19,11 +19,13 @@ In one run, each on a fresh topic filled by the project's own ingest (:func:`inc
 2. **Throughput**: the trainer in replay mode on the file repeated to ``--throughput-records`` records (the
    accuracy runs are too short for a rate: a run's fixed set-up and XLA compile cost ~3-5 s).
 3. **Generated data with drift** (:mod:`include.generate`, ``--days`` days, drift from the middle day): replay
-   mode with reactions ``none`` and ``shrink``, window accuracy at the end of the last day before the drift and
-   at the end, Bayes-optimal accuracy of each phase, detection delay after the drift day's first row and after
-   the first row whose true busy probability changed (the rules differ only in some hours).
-4. **Generated data without drift**: replay mode, the batch baseline (:func:`include.baseline.train_baseline`:
-   same rows, same held-out split, several epochs) and the Bayes-optimal accuracy; drift events (should be none).
+   mode with reactions ``none`` and ``shrink``, and seed mode for contrast; window accuracy at the end of the last
+   day before the drift and at the end, Bayes-optimal accuracy of each phase, detection delay after the drift
+   day's first row and after the first row whose true busy probability changed (the rules differ only in some
+   hours).
+4. **Generated data without drift**: replay and seed mode, with their drift events (should be none); the batch
+   baseline (:func:`include.baseline.train_baseline`: same rows, same held-out split, several epochs) and the
+   Bayes-optimal accuracy.
 
 River is a benchmark-only dependency: ``.venv/bin/pip install -r bench/requirements.txt -c constraints.txt``; its
 row is skipped when it is missing. Run with ``scripts/bench.sh accuracy`` (starts the broker) or
@@ -283,10 +285,10 @@ def main(argv: list[str] | None = None) -> int:
         gd = env.topic("gen-drift")
         gd_rows = env.ingest(gd, "drone", paths)
         gen_runs = []
-        for reaction in ("none", "shrink"):
-            run = train_run(env, gd, "drone", f"gen-drift-{reaction}", mode="replay", drift=reaction)
-            gen_runs.append((reaction, run))
-            print(f"  generated with drift, {reaction}: before {_f(window_at(run, drift_start))}, end "
+        for mode, reaction in (("replay", "none"), ("replay", "shrink"), ("seed", "none")):
+            run = train_run(env, gd, "drone", f"gen-drift-{mode}-{reaction}", mode=mode, drift=reaction)
+            gen_runs.append((mode, reaction, run))
+            print(f"  generated with drift, {mode} {reaction}: before {_f(window_at(run, drift_start))}, end "
                   f"{_f(window_at(run, gd_rows))}, drift at {_events(run, drift_start)} after the drift day's start",
                   flush=True)
         bayes_before, bayes_after = bayes_accuracy(paths[: days // 2]), bayes_accuracy(paths[days // 2:])
@@ -297,6 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         nd = env.topic("gen-stable")
         nd_rows = env.ingest(nd, "drone", nd_paths)
         inc = train_run(env, nd, "drone", "gen-stable", mode="replay")
+        inc_seed = train_run(env, nd, "drone", "gen-stable-seed", mode="seed")
         from include.baseline import train_baseline
 
         base = train_baseline(env.settings(nd, "drone", "gen-stable"), model_name="gen-stable",
@@ -305,10 +308,11 @@ def main(argv: list[str] | None = None) -> int:
         preq_last_day = float(np.mean([b.prequential_accuracy for b in last_day]))
         bayes_stable = bayes_accuracy(nd_paths)
         print(f"  generated without drift: incremental window {_f(window_at(inc, nd_rows))}, batch held-out "
-              f"{_f(base['heldout_accuracy'])}, Bayes {bayes_stable:.3f}, drift events {len(inc['events'])}", flush=True)
+              f"{_f(base['heldout_accuracy'])}, Bayes {bayes_stable:.3f}, drift events {len(inc['events'])} (replay) "
+              f"{len(inc_seed['events'])} (seed)", flush=True)
 
         out = render(args, when, load_before, total, blog_runs, river_res, thr, gen_runs, (bayes_before, bayes_after),
-                     drift_start, visible, per_day, gd_rows, inc, base, nd_rows, preq_last_day, bayes_stable)
+                     drift_start, visible, per_day, gd_rows, inc, inc_seed, base, nd_rows, preq_last_day, bayes_stable)
     finally:
         env.close()
     text = "\n".join(out) + "\n"
@@ -341,12 +345,14 @@ def _produce(bootstrap: str, topic: str, rows: list[bytes], count: int) -> None:
 
 
 def render(args, when, load_before, total, blog_runs, river_res, thr, gen_runs, bayes_phases, drift_start, visible,
-           per_day, gd_rows, inc, base, nd_rows, preq_last_day, bayes_stable) -> list[str]:
+           per_day, gd_rows, inc, inc_seed, base, nd_rows, preq_last_day, bayes_stable) -> list[str]:
+    from include.drift import DriftConfig, make_detector
     from include.learner import LearnerConfig
 
     cfg = LearnerConfig(mode="replay")
     raw_width = 13
     buffer_kib = (cfg.replay_buffer * (raw_width + 1) + cfg.window_size * (raw_width + 1)) * 4 / 1024
+    detector = make_detector(DriftConfig().detector).to_dict()
     lines = [
         "# Accuracy benchmark (replay mode, drift, River, batch baseline)",
         "",
@@ -354,8 +360,10 @@ def render(args, when, load_before, total, blog_runs, river_res, thr, gen_runs, 
         f"- Kafka: {args.bootstrap}; every data set ingested with `include.ingest.ingest_files` into a fresh topic and "
         "trained by `include.train.train` (whole runs: set-up and XLA compile included in records/s)",
         f"- Replay defaults: buffer {cfg.replay_buffer:,} rows, {cfg.replay_steps} replay steps per mini-batch; the "
-        f"learner's state (buffer + window) is {buffer_kib:,.0f} KiB whatever the stream's length; drift: "
-        "Page-Hinkley on the per-mini-batch prequential error (delta 0.01, threshold 1.0, 50 mini-batches warm-up)",
+        f"learner's state (buffer + window) is {buffer_kib:,.0f} KiB whatever the stream's length; drift: the default "
+        f"detector `{detector['name']}` on the per-mini-batch prequential error "
+        f"({', '.join(f'{k} {v}' for k, v in detector['params'].items())}; see bench/results/drift.md for both "
+        "detectors on many more streams)",
         "",
         f"## The blog author's file ({total:,} records; week 2 starts at record {WEEK:,})",
         "",
@@ -395,14 +403,14 @@ def render(args, when, load_before, total, blog_runs, river_res, thr, gen_runs, 
         f"{visible:,} ({visible - drift_start} rows into the drift day). Bayes-optimal accuracy "
         f"{bayes_phases[0]:.3f} before, {bayes_phases[1]:.3f} after.",
         "",
-        "| replay, reaction | window acc. end of the last day before the drift | at the end | drift detected "
+        "| mode, reaction | window acc. end of the last day before the drift | at the end | drift detected "
         "(records after the drift day's start / after the first changed row) | records/s |",
         "|---|---:|---:|---|---:|",
     ]
-    for reaction, run in gen_runs:
+    for mode, reaction, run in gen_runs:
         hits = detections(run)
         det = ", ".join(f"{h - drift_start:+,} / {h - visible:+,}" for h in hits) or "none"
-        lines.append(f"| `{reaction}` | {_f(window_at(run, drift_start))} | {_f(window_at(run, gd_rows))} | {det} | "
+        lines.append(f"| {mode}, `{reaction}` | {_f(window_at(run, drift_start))} | {_f(window_at(run, gd_rows))} | {det} | "
                      f"{run['summary'].records_per_s:,.0f} |")
     lines += [
         "",
@@ -419,8 +427,8 @@ def render(args, when, load_before, total, blog_runs, river_res, thr, gen_runs, 
         f"{base['heldout_accuracy'] - bayes_stable:+.3f} |",
         f"| Bayes-optimal (`include.generate.bayes_accuracy`) | {bayes_stable:.3f} | 0 |",
         "",
-        f"Drift events on this stream without drift: {len(inc['events'])} (no false drift: "
-        f"{'met' if not inc['events'] else 'NOT met'}).",
+        f"Drift events on this stream without drift: {len(inc['events'])} in replay mode, {len(inc_seed['events'])} "
+        f"in seed mode (no false drift: {'met' if not inc['events'] and not inc_seed['events'] else 'NOT met'}).",
     ]
     return lines
 
