@@ -8,6 +8,10 @@ window of the latest 1,000 rows), and stops at the end offsets it saw at start, 
 accuracy) is logged every few seconds; accuracy history goes to the project database
 (`training_runs`, `batch_metrics`, `checkpoints`), shown on the **Model accuracy** page.
 
+Params: `mode` (`seed`, the blog's single pass, or `replay`, which learns from a bounded buffer of recent rows
+and is the one to use for accuracy), `drift` (what to do when drift is detected: `none`, `shrink`, `retrain`)
+and `drift_detector` (`ewma`, the default, or `page_hinkley`). Detected drifts are recorded in `drift_events`.
+
 Triggered by new data (the observations topic's Asset, `kafka://<broker>/<topic>`, that the ingest DAG updates) and daily, so it can
 also be backfilled. Only one run at a time (`max_active_runs=1` and a trainer lock); a rerun trains only
 offsets it has not trained. Kafka settings come from the `kafka_default` connection.
