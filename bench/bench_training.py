@@ -243,7 +243,7 @@ def render(args, info: dict, seed: dict, fast: dict, curve_fast: list[float], rs
         f"{os.getloadavg()[0]:.2f} (the broker, and whatever else runs, share the machine)",
         f"- Kafka: {args.bootstrap}; topic of {args.records:,} records (the blog file's {info['rows']:,} valid rows "
         f"repeated), produced at {info['produce_rps']:,.0f} records/s with a plain producer",
-        f"- Semantics (both rows): mini-batches of 100, predict all, train the first 80 once in steps of 32, "
+        "- Semantics (both rows): mini-batches of 100, predict all, train the first 80 once in steps of 32, "
         "window of the latest 1,000 held-out rows evaluated after every mini-batch; same initial model (seed 0)",
         "",
         "| path | records | seconds | records/s | vs seed loop |",

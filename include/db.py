@@ -18,7 +18,6 @@ from typing import Any, Iterable, Iterator, Mapping
 from sqlalchemy import (
     JSON,
     BigInteger,
-    Boolean,
     DateTime,
     Float,
     ForeignKey,

@@ -359,7 +359,7 @@ class IncrementalLearner:
         cfg = self.config
         model, opt = self.model, self.optimizer
         tvars = model.trainable_variables
-        bs, e_max, t_max, width = self._bs, self._e_max, self._t_max, self.width
+        bs, e_max, t_max = self._bs, self._e_max, self._t_max
         win_size = cfg.window_size
         replay = cfg.mode == "replay"
         plain = (not replay) or cfg.replay_plain_pass

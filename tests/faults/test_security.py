@@ -266,7 +266,7 @@ def test_the_scanner_finds_what_it_must_and_only_that():
         "a.py": f'{pw} = "hunter2hunter2"\n',
         "b.py": f'config = {{"sasl.{pw}": "s3cr3t-value", "x": 1}}\n',
         "c.yml": f"db_{pw}: hunter2hunter2\n",
-        "d.sh": f"export API_TOKEN=abcdef123456\n",
+        "d.sh": "export API_TOKEN=abcdef123456\n",
         "e.md": key + "\nMIIE...\n",
         "f.txt": "AKIA" + "ABCDEFGHIJKLMNOP\n",
         "g.yml": "url: postgresql://airflow:" + "hunter22@db/airflow\n",
