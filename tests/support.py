@@ -1,7 +1,8 @@
-"""Helpers the tests share: a broker process wrapper, Airflow command runner, unique names."""
+"""Helpers the tests share: a broker process wrapper, Airflow command runner, trainer process runner, unique names."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -120,3 +121,80 @@ def read_topic(bootstrap: str, topic: str, *, committed_only: bool = True, timeo
     finally:
         consumer.close()
     return messages
+
+
+BLOG_ROWS = 11_199  # valid rows of the blog author's file (line 5,601 is malformed)
+
+
+def ingest_blog_file(bootstrap: str, state: Path, prefix: str) -> str:
+    """Ingest the blog author's file (transactionally) into a new topic; its name."""
+    from include.ingest import ingest_files
+    from include.settings import settings_from_env
+
+    topic = unique(prefix)
+    settings = settings_from_env({"RETRAIN_STATE_DIR": str(state), "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+                                  "RETRAIN_TOPIC": topic, "RETRAIN_SCHEMA": "blog_drift"})
+    assert ingest_files([shared_data_dir() / "drift_2weeks_V2.csv"], settings=settings).rows == BLOG_ROWS
+    return topic
+
+
+class Runner:
+    """Runs ``python -m include.train`` as a real process with its own state folder (``tmp_path / "state"``), consumer
+    group and SQLite history."""
+
+    def __init__(self, tmp_path, bootstrap, topic, schema="blog_drift"):
+        self.state = tmp_path / "state"
+        self.group = unique("trainer")
+        self.bootstrap, self.topic = bootstrap, topic
+        self.env = {**os.environ, "PYTHONPATH": str(PROJECT), "RETRAIN_STATE_DIR": str(self.state),
+                    "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "RETRAIN_TOPIC": topic, "RETRAIN_SCHEMA": schema,
+                    "RETRAIN_CONSUMER_GROUP": self.group, "RETRAIN_STREAM_TIMEOUT_S": "3", "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+    @property
+    def db_url(self) -> str:
+        return f"sqlite:///{self.state / 'history.db'}"
+
+    def start(self, *args, fault=None) -> subprocess.Popen:
+        env = dict(self.env)
+        if fault:
+            env["RETRAIN_FAULT_POINT"] = fault
+        return subprocess.Popen([sys.executable, "-m", "include.train", *args], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+
+    def run(self, *args, fault=None):
+        proc = self.start(*args, fault=fault)
+        out, err = proc.communicate(timeout=600)
+        summary = json.loads(out) if proc.returncode == 0 else None
+        return proc.returncode, summary, err
+
+    def ok(self, *args) -> dict:
+        rc, summary, err = self.run(*args)
+        assert rc == 0, err[-4000:]
+        return summary
+
+    def _rows(self, table: str, order: str) -> list:
+        from sqlalchemy import select
+
+        from include import db
+
+        model = getattr(db, table)
+        with db.session_factory(self.db_url)() as s:
+            return list(s.scalars(select(model).order_by(getattr(model, order))))
+
+    def batches(self) -> list:
+        return self._rows("BatchMetric", "seq")
+
+    def runs(self) -> list:
+        return self._rows("TrainingRun", "started_at")
+
+    def drift_events(self) -> list:
+        return self._rows("DriftEvent", "seq")
+
+    def committed(self) -> int | None:
+        from confluent_kafka import Consumer, TopicPartition
+
+        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": self.group, "enable.auto.commit": False})
+        try:
+            return consumer.committed([TopicPartition(self.topic, 0)], timeout=30)[0].offset
+        finally:
+            consumer.close()

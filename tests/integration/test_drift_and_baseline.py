@@ -6,60 +6,23 @@ so in the topic week 1 is offsets 0-5,599 and week 2 starts at offset 5,600.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 from sqlalchemy import select
 
 from include import db
-from include.ingest import ingest_files
 from include.settings import settings_from_env
-from tests.support import PROJECT, shared_data_dir, unique
+from tests.support import BLOG_ROWS, Runner, ingest_blog_file, unique
 
 pytestmark = pytest.mark.integration
 
-BLOG_FILE = shared_data_dir() / "drift_2weeks_V2.csv"
 WEEK2 = 5_600  # first offset of week 2
-ROWS = 11_199
+ROWS = BLOG_ROWS
 
 
 @pytest.fixture(scope="module")
 def blog_topic(kafka_bootstrap, tmp_path_factory) -> str:
-    topic = unique("blog-drift")
-    state = tmp_path_factory.mktemp("ingest-state")
-    settings = settings_from_env({"RETRAIN_STATE_DIR": str(state), "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-                                  "RETRAIN_TOPIC": topic, "RETRAIN_SCHEMA": "blog_drift"})
-    assert ingest_files([BLOG_FILE], settings=settings).rows == ROWS
-    return topic
-
-
-class Trainer:
-    """``python -m include.train`` as a real process with its own state folder and consumer group."""
-
-    def __init__(self, state, bootstrap, topic):
-        self.state, self.group = state, unique("trainer")
-        self.env = {**os.environ, "PYTHONPATH": str(PROJECT), "RETRAIN_STATE_DIR": str(state),
-                    "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "RETRAIN_TOPIC": topic, "RETRAIN_SCHEMA": "blog_drift",
-                    "RETRAIN_CONSUMER_GROUP": self.group, "RETRAIN_STREAM_TIMEOUT_S": "3", "TF_CPP_MIN_LOG_LEVEL": "2"}
-        self.db_url = f"sqlite:///{state / 'history.db'}"
-
-    def run(self, *args) -> dict:
-        proc = subprocess.run([sys.executable, "-m", "include.train", *args], env=self.env, capture_output=True,
-                              text=True, timeout=900)
-        assert proc.returncode == 0, proc.stderr[-4000:]
-        return json.loads(proc.stdout)
-
-    def batches(self) -> list:
-        with db.session_factory(self.db_url)() as s:
-            return list(s.scalars(select(db.BatchMetric).order_by(db.BatchMetric.seq)))
-
-    def drift_events(self) -> list:
-        with db.session_factory(self.db_url)() as s:
-            return list(s.scalars(select(db.DriftEvent).order_by(db.DriftEvent.seq)))
+    return ingest_blog_file(kafka_bootstrap, tmp_path_factory.mktemp("ingest-state"), "blog-drift")
 
 
 def window_accuracy_at(batches, offset_to: int) -> float:
@@ -68,8 +31,8 @@ def window_accuracy_at(batches, offset_to: int) -> float:
 
 
 def test_replay_mode_learns_both_weeks_and_detects_the_week_2_drift(tmp_path, kafka_bootstrap, blog_topic):
-    trainer = Trainer(tmp_path / "state", kafka_bootstrap, blog_topic)
-    summary = trainer.run("--mode", "replay")
+    trainer = Runner(tmp_path, kafka_bootstrap, blog_topic)
+    summary = trainer.ok("--mode", "replay")
     assert summary["records"] == ROWS and summary["stop_reason"] == "end_offsets"
     batches = trainer.batches()
     assert len(batches) == 112
@@ -88,12 +51,12 @@ def test_replay_mode_learns_both_weeks_and_detects_the_week_2_drift(tmp_path, ka
 def test_drift_state_survives_a_resume_in_the_middle_of_the_drift(tmp_path, kafka_bootstrap, blog_topic):
     """A run stopped one mini-batch into week 2 and resumed detects the drift where an uninterrupted run does,
     and (reaction shrink: buffer cut, learning rate boosted across the resume) trains the same model."""
-    whole = Trainer(tmp_path / "whole", kafka_bootstrap, blog_topic)
-    whole.run("--mode", "replay", "--drift", "shrink")
-    split = Trainer(tmp_path / "split", kafka_bootstrap, blog_topic)
-    split.run("--mode", "replay", "--drift", "shrink", "--max-records", str(WEEK2 + 100))
+    whole = Runner(tmp_path / "whole", kafka_bootstrap, blog_topic)
+    whole.ok("--mode", "replay", "--drift", "shrink")
+    split = Runner(tmp_path / "split", kafka_bootstrap, blog_topic)
+    split.ok("--mode", "replay", "--drift", "shrink", "--max-records", str(WEEK2 + 100))
     assert split.drift_events() == []
-    split.run("--mode", "replay", "--drift", "shrink")
+    split.ok("--mode", "replay", "--drift", "shrink")
     (a,), (b,) = whole.drift_events(), split.drift_events()
     assert (a.batch_key, a.seq, a.reaction) == (b.batch_key, b.seq, "shrink")
     assert a.accuracy_before == pytest.approx(b.accuracy_before) and a.accuracy_after == pytest.approx(b.accuracy_after)

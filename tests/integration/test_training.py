@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import random
-import subprocess
-import sys
 import threading
 import time
 
@@ -15,10 +12,8 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from sqlalchemy import select
 
 from include import db
-from include.ingest import ingest_files
 from include.kafka_clients import ensure_topic
-from include.settings import settings_from_env
-from tests.support import PROJECT, read_topic, shared_data_dir, unique
+from tests.support import Runner, ingest_blog_file, read_topic, shared_data_dir, unique
 
 pytestmark = pytest.mark.integration
 
@@ -28,61 +23,7 @@ BLOG_FILE = shared_data_dir() / "drift_2weeks_V2.csv"
 @pytest.fixture(scope="module")
 def blog_topic(kafka_bootstrap, tmp_path_factory) -> str:
     """The blog author's file ingested (transactionally) into a topic the tests of this module only read."""
-    topic = unique("blog")
-    state = tmp_path_factory.mktemp("ingest-state")
-    settings = settings_from_env({"RETRAIN_STATE_DIR": str(state), "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-                                  "RETRAIN_TOPIC": topic, "RETRAIN_SCHEMA": "blog_drift"})
-    assert ingest_files([BLOG_FILE], settings=settings).rows == 11_199
-    return topic
-
-
-class Runner:
-    """Runs ``python -m include.train`` as a real process with its own state folder and consumer group."""
-
-    def __init__(self, tmp_path, bootstrap, topic, schema="blog_drift"):
-        self.state = tmp_path / "state"
-        self.group = unique("trainer")
-        self.bootstrap, self.topic = bootstrap, topic
-        self.env = {**os.environ, "PYTHONPATH": str(PROJECT), "RETRAIN_STATE_DIR": str(self.state),
-                    "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "RETRAIN_TOPIC": topic, "RETRAIN_SCHEMA": schema,
-                    "RETRAIN_CONSUMER_GROUP": self.group, "RETRAIN_STREAM_TIMEOUT_S": "3", "TF_CPP_MIN_LOG_LEVEL": "2"}
-
-    @property
-    def db_url(self) -> str:
-        return f"sqlite:///{self.state / 'history.db'}"
-
-    def start(self, *args, fault=None) -> subprocess.Popen:
-        env = dict(self.env)
-        if fault:
-            env["RETRAIN_FAULT_POINT"] = fault
-        return subprocess.Popen([sys.executable, "-m", "include.train", *args], env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
-
-    def run(self, *args, fault=None):
-        proc = self.start(*args, fault=fault)
-        out, err = proc.communicate(timeout=600)
-        summary = json.loads(out) if proc.returncode == 0 else None
-        return proc.returncode, summary, err
-
-    def ok(self, *args) -> dict:
-        rc, summary, err = self.run(*args)
-        assert rc == 0, err[-4000:]
-        return summary
-
-    def batches(self) -> list:
-        with db.session_factory(self.db_url)() as s:
-            return list(s.scalars(select(db.BatchMetric).order_by(db.BatchMetric.seq)))
-
-    def runs(self) -> list:
-        with db.session_factory(self.db_url)() as s:
-            return list(s.scalars(select(db.TrainingRun).order_by(db.TrainingRun.started_at)))
-
-    def committed(self) -> int | None:
-        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": self.group, "enable.auto.commit": False})
-        try:
-            return consumer.committed([TopicPartition(self.topic, 0)], timeout=30)[0].offset
-        finally:
-            consumer.close()
+    return ingest_blog_file(kafka_bootstrap, tmp_path_factory.mktemp("ingest-state"), "blog")
 
 
 def assert_trained_exactly_once(runner: Runner, data_offsets: list[int]) -> None:
