@@ -511,8 +511,9 @@ def kafka_status(
 ) -> dict[str, Any]:
     """Consumer lag per partition now (end offset minus the group's committed offset) and the dead-letter count.
 
-    Lag counts transaction markers too (an end offset is one past the last commit marker), so a fully
-    consumed transactional partition may show a lag of 1. Never raises for an unreachable broker: returns
+    Lag counts offsets, transaction markers included: a run that reads a partition to its end commits the offset
+    past the closing marker (lag 0), while a run stopped by a limit leaves the marker after its last record
+    uncounted until the next run (lag 1). Never raises for an unreachable broker: returns
     ``available: False`` with the error, within about ``timeout`` seconds.
 
     Args:

@@ -68,6 +68,9 @@ class BoundedReader:
     expected_topic_id: str | None = None
     stop_reason: str | None = None
     records: int = 0
+    # Partitions read up to the end offset seen at start, with that offset: everything below it was delivered
+    # by :meth:`batches` (or was a transaction marker or aborted data, which is never delivered).
+    drained: dict[int, int] = field(default_factory=dict)
     _consumer: Any = field(default=None, repr=False)
     plan: ReadPlan | None = None
 
@@ -171,6 +174,7 @@ class BoundedReader:
                         # transaction marker, which is never delivered: the position tells.
                         if msg.partition() in todo and msg.offset() >= plan.end[msg.partition()]:
                             todo.discard(msg.partition())
+                            self.drained[msg.partition()] = plan.end[msg.partition()]
                         continue
                     if err.code() == KafkaError._AUTO_OFFSET_RESET or "out of range" in str(err).lower():
                         raise OffsetError(f"{self.topic}[{msg.partition()}]: {err}; offsets fell out of the log")
@@ -182,12 +186,14 @@ class BoundedReader:
                 if offset >= plan.end[p]:
                     # Past the end seen at start: leave it for the next run.
                     todo.discard(p)
+                    self.drained[p] = plan.end[p]
                     self._consumer.incremental_unassign([TopicPartition(self.topic, p)])
                     continue
                 ts_type, ts = msg.timestamp()
                 pending.append(Message(p, offset, msg.value(), ts if ts_type else None))
                 if offset + 1 >= plan.end[p]:
                     todo.discard(p)
+                    self.drained[p] = plan.end[p]
             last_message = time.monotonic()
             while len(pending) >= batch_messages:
                 chunk, pending = pending[:batch_messages], pending[batch_messages:]

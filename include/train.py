@@ -441,6 +441,11 @@ class Trainer:
         train_pending()
         if getattr(reader, "tfio_next_offset", None):
             progress.next_offsets = dict(reader.tfio_next_offset)
+        for partition, end in reader.drained.items():
+            # Every message below the end seen at start was trained (or dead-lettered): the next offset is that
+            # end, past a closing transaction marker too, so the group's lag reads 0 and the next run skips it.
+            if progress.next_offsets.get(partition, -1) < end:
+                progress.next_offsets[partition] = end
         summary.stop_reason = reader.stop_reason
         if summary.records == 0 and summary.stop_reason == "end_offsets":
             summary.stop_reason = "nothing_new"  # only transaction markers lay between the checkpoint and the end

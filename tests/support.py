@@ -123,6 +123,17 @@ def read_topic(bootstrap: str, topic: str, *, committed_only: bool = True, timeo
     return messages
 
 
+def end_offset(bootstrap: str, topic: str, partition: int = 0) -> int:
+    """The partition's end offset (high watermark) now: one past its last record or transaction marker."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("watermarks")})
+    try:
+        return consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=30)[1]
+    finally:
+        consumer.close()
+
+
 BLOG_ROWS = 11_199  # valid rows of the blog author's file (line 5,601 is malformed)
 
 

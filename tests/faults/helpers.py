@@ -322,8 +322,8 @@ class DurableState:
 
 def durable_state(env: Mapping[str, str], offsets: Sequence[int], model: str = "default") -> DurableState:
     """What a crash left (single-partition topic), with ``problems`` listing any break of the invariant:
-    group offset <= history end <= newest checkpoint, the history covers [0, its end) exactly once, and the
-    checkpoint carries the rows the history lacks (the next run writes them). That is "no offset committed past
+    group offset <= history end <= newest checkpoint (up to transaction markers), the history covers [0, its
+    end) exactly once, and the checkpoint carries the rows the history lacks (the next run writes them). That is "no offset committed past
     what history and checkpoint agree on".
     """
     settings = settings_for(env)
@@ -335,11 +335,19 @@ def durable_state(env: Mapping[str, str], offsets: Sequence[int], model: str = "
                       extra=settings.kafka_extra_config)[0] or 0
     partial = check_training(settings.db_url, {0: [o for o in offsets if o < end]}, model)
     state = DurableState(group, end, ckpt, partial)
-    if not group <= end <= ckpt:
+
+    def data_end(below: int) -> int:
+        """One past the last data offset below ``below``: offsets from there up are transaction markers only."""
+        return max((o for o in offsets if o < below), default=-1) + 1
+
+    # A run that read to the end also steps over the commit marker after the last record: the checkpoint (and
+    # then the group) may lie past the history's end by markers, never by data.
+    if not (group <= ckpt and data_end(group) <= end <= ckpt):
         state.problems.append(f"offsets out of order: {state}")
-    if end < ckpt:
+    if end < data_end(ckpt):
         carried = info.meta.get("history", [])
-        if not (carried and carried[0]["offsets_from"]["0"] == end and carried[-1]["offsets_to"]["0"] == ckpt):
+        if not (carried and carried[0]["offsets_from"]["0"] == end
+                and carried[-1]["offsets_to"]["0"] == data_end(ckpt)):
             state.problems.append(f"checkpoint {info.checkpoint_id} does not carry the history rows {end}-{ckpt}")
     if not (partial.exact and partial.n_sum == end):
         state.problems.append(f"history below {end} is not exactly once: {partial}")

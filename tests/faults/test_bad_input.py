@@ -264,7 +264,8 @@ def test_injection_shaped_categories_and_names_travel_literally(tmp_path, kafka_
     # A second file and run: the model (categories in its saved config) resumes from its checkpoint.
     ingest_files([write_csv(landing / "observations_2026-01-06.csv", second)], settings=settings)
     resumed = train_in_process(env, model_name=NASTY_MODEL)
-    assert resumed.checkpoint_from is not None and resumed.offsets_from == {"0": 500}  # 500: the commit marker
+    # The first run read to the end, past the first file's 500 records and its commit marker (offset 500).
+    assert resumed.checkpoint_from is not None and resumed.offsets_from == {"0": 501}
 
     check = check_topic(kafka_bootstrap, topic, rows)
     final = check_training(settings.db_url, check.offsets, model=NASTY_MODEL)

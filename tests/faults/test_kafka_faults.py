@@ -35,6 +35,7 @@ from tests.faults.helpers import (
     wait_for,
     write_csv,
 )
+from tests.support import end_offset
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 
@@ -67,7 +68,8 @@ def test_group_offsets_reset_ahead_and_behind_with_the_kafka_tool(tmp_path, kafk
     assert ahead.offsets_from == {"0": 600} and ahead.offsets_to == {"0": 1000}
     _reset_group(kafka_bootstrap, group, topic, 100)  # behind: 900 offsets would be trained twice
     behind = train_in_process(env)
-    assert behind.offsets_from == {"0": 1000} and behind.offsets_to == {"0": 1500}
+    # Read to the end: past the 1,500 records and the commit marker after them (offset 1,500).
+    assert behind.offsets_from == {"0": 1000} and behind.offsets_to == {"0": 1501}
     final = check_training(settings_for(env).db_url, data.offsets)
     fault_row("consumer-group offsets reset ahead (1400) and behind (100) with kafka-consumer-groups", runs=3,
               produced=len(rows), in_topic=data.in_topic, trained=final.trained, duplicates=final.duplicates,
@@ -100,7 +102,7 @@ def test_a_step_slower_than_max_poll_interval_does_not_matter(tmp_path, kafka_bo
     # The trainer assigns its partitions (no group membership): a step longer than that changes nothing, neither
     # the reading after it nor the offset commits.
     slow = train_in_process(env, {"train_after_step": lambda n: time.sleep(pause) if n == 1 else None})
-    assert slow.status == "success" and slow.offsets_to == {"0": 1000}
+    assert slow.status == "success" and slow.offsets_to == {"0": 1001}  # 1,000 records and the commit marker
     logs = capfd.readouterr()
     assert "MAXPOLL" not in logs.err and "maximum poll interval" not in logs.err.lower(), logs.err[-2000:]
     final = check_training(settings_for(env).db_url, data.offsets)
@@ -224,7 +226,9 @@ def test_two_ingests_and_two_trainers_at_once(tmp_path, kafka_bootstrap, topic, 
     assert "error" not in result, result.get("error")
     for rc, err in outcomes:
         assert rc == 3 and "another trainer" in err, err[-2000:]
-    assert result["summary"].offsets_to == {"0": data.offsets[0][-1] + 1}
+    # Read to the end: the next offset is past the last record and the commit marker that closes its file.
+    end = end_offset(kafka_bootstrap, topic)
+    assert end > data.offsets[0][-1] + 1 and result["summary"].offsets_to == {"0": end}
     final = check_training(settings_for(env).db_url, data.offsets)
     fault_row("two ingests of the same interval at once; two trainers started against a running one", runs=5,
               produced=len(rows), in_topic=data.in_topic, trained=final.trained,

@@ -102,7 +102,8 @@ def test_damaged_newest_checkpoints_and_a_stale_temp_file_resume_from_the_newest
 
     summary = train_in_process(env)
     assert summary.checkpoint_from == valid.name.split("-")[2].split(".")[0]
-    assert summary.offsets_from == {"0": offsets[valid]} and summary.offsets_to == {"0": 1600}
+    # To the end: past the 1,600 records and the commit marker after them.
+    assert summary.offsets_from == {"0": offsets[valid]} and summary.offsets_to == {"0": 1601}
     assert not stale.exists(), "the stale temp file was not cleaned"
     final = check_training(settings.db_url, data.offsets)
     fault_row("newest checkpoints truncated / corrupted, a garbage bundle and a stale temp file", runs=2,

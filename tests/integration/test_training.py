@@ -13,7 +13,9 @@ from sqlalchemy import select
 
 from include import db
 from include.kafka_clients import ensure_topic
-from tests.support import Runner, ingest_blog_file, read_topic, shared_data_dir, unique
+from include.monitoring import kafka_status
+from include.settings import settings_from_env
+from tests.support import Runner, end_offset, ingest_blog_file, read_topic, shared_data_dir, unique
 
 pytestmark = pytest.mark.integration
 
@@ -54,6 +56,12 @@ def test_two_limited_runs_resume_where_the_first_ended(tmp_path, kafka_bootstrap
     second = runner.ok()
     assert second["offsets_from"] == {"0": 5000} and second["records"] == 11_199 - 5000
     assert second["stop_reason"] == "end_offsets" and second["checkpoint_from"] == first["checkpoint_id"]
+    # Read to the end seen at start: the next offset is past the commit marker that closes the ingest's
+    # transaction (the last record is at 11,198, the marker at 11,199), so the group's lag is 0.
+    end = end_offset(kafka_bootstrap, blog_topic)
+    assert end == 11_200 and second["offsets_to"] == {"0": end} and runner.committed() == end
+    status = kafka_status(settings_from_env(runner.env))
+    assert status["total_lag"] == 0 and status["partitions"][0]["committed"] == end, status
     third = runner.ok()
     assert third["stop_reason"] == "nothing_new" and third["records"] == 0
     assert third["checkpoint_id"] == second["checkpoint_id"]
@@ -104,7 +112,8 @@ def test_sigkill_at_twenty_random_points_trains_every_offset_exactly_once(tmp_pa
     offsets = [m.offset() for m in read_topic(kafka_bootstrap, blog_topic)]
     assert_trained_exactly_once(runner, offsets)
     assert len(runner.batches()) == 112
-    assert runner.committed() == offsets[-1] + 1
+    assert offsets[-1] + 2 == end_offset(kafka_bootstrap, blog_topic)  # the last record, then the commit marker
+    assert runner.committed() == end_offset(kafka_bootstrap, blog_topic)  # read to the end: lag 0
     assert all(r.status in ("success", "failed") for r in runner.runs()), "a crashed run was left 'running'"
 
 
