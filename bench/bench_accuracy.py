@@ -51,10 +51,9 @@ PROJECT = Path(__file__).resolve().parents[1]
 if str(PROJECT) not in sys.path:
     sys.path.insert(0, str(PROJECT))
 
-from bench.common import machine as describe_machine  # noqa: E402
+from bench.common import BLOG_FILE, machine as describe_machine, publish  # noqa: E402
 import numpy as np  # noqa: E402
 
-BLOG_FILE = PROJECT.parent / "shared" / "data" / "drift_2weeks_V2.csv"
 WEEK = 5_600  # records of week 1 in the topic (week 2 starts at record 5,600)
 TARGET_ACC = 0.97
 TARGET_RPS = 5_000
@@ -316,11 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         env.close()
     text = "\n".join(out) + "\n"
-    print()
-    print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    print(f"written to {args.out}")
+    publish(text, args.out)
     return 0
 
 

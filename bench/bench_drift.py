@@ -36,10 +36,9 @@ PROJECT = Path(__file__).resolve().parents[1]
 if str(PROJECT) not in sys.path:
     sys.path.insert(0, str(PROJECT))
 
-from bench.common import machine as describe_machine  # noqa: E402
+from bench.common import BLOG_FILE, machine as describe_machine, publish  # noqa: E402
 import numpy as np  # noqa: E402
 
-BLOG_FILE = PROJECT.parent / "shared" / "data" / "drift_2weeks_V2.csv"
 BLOG_WEEK = 5_600
 FIRST_DAY = date(2026, 1, 1)
 DETECT_WITHIN = 500
@@ -204,11 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     lines.append("- drifts found within the target, by mode: " + "; ".join(
         f"`{d}` {mode} {w}/{t}" for (d, mode), (w, t) in by_mode.items()))
     text = "\n".join(lines) + "\n"
-    print()
-    print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    print(f"written to {args.out}")
+    publish(text, args.out)
     return 0
 
 

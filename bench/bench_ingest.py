@@ -44,7 +44,7 @@ PROJECT = Path(__file__).resolve().parents[1]
 if str(PROJECT) not in sys.path:
     sys.path.insert(0, str(PROJECT))
 
-from bench.common import machine as describe_machine  # noqa: E402
+from bench.common import machine as describe_machine, publish  # noqa: E402
 
 TARGET_ROWS_PER_S = 200_000
 FIRST_DAY = date(2026, 1, 1)
@@ -553,11 +553,7 @@ def main(argv: list[str] | None = None) -> int:
         del values
 
         report = render(args, machine, file_rows, file_bytes, [raw, raw_tx, ingest], rss)
-        print()
-        print(report)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(report)
-        print(f"written to {args.out}")
+        publish(report, args.out)
         return 0
     finally:
         delete_topics(base, created)

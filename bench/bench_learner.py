@@ -1,6 +1,6 @@
 """Benchmark of the incremental learner on the blog author's file (prints figures; writes nothing).
 
-    cd /work/main && .venv/bin/python bench/bench_learner.py [--data PATH] [--rows 200000] [--seedloop-batches 300]
+    .venv/bin/python bench/bench_learner.py [--data PATH] [--rows 200000] [--seedloop-batches 300]
 
 Measures: decoding speed; records/s of ``IncrementalLearner.process`` in seed and replay mode on ~200k rows (the
 file repeated), compile time excluded and shown apart; the faithful ``fit``/``evaluate`` loop (``SeedLoop``) on a few
@@ -21,12 +21,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
+from bench.common import BLOG_FILE  # noqa: E402
+
 WEEK1_BATCHES = 56  # lines 1-5,600 are week 1: 56 mini-batches of 100
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default="/work/shared/data/drift_2weeks_V2.csv")
+    parser.add_argument("--data", default=str(BLOG_FILE))
     parser.add_argument("--schema", default="blog_drift")
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--seedloop-batches", type=int, default=300)

@@ -47,11 +47,10 @@ PROJECT = Path(__file__).resolve().parents[1]
 if str(PROJECT) not in sys.path:
     sys.path.insert(0, str(PROJECT))
 
-from bench.common import machine as describe_machine  # noqa: E402
+from bench.common import BLOG_FILE, machine as describe_machine, publish  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-BLOG_FILE = PROJECT.parent / "shared" / "data" / "drift_2weeks_V2.csv"
 TARGET_RPS = 50_000
 TARGET_RATIO = 100
 PROGRESS_RE = re.compile(r"progress: (\d+) records")
@@ -337,11 +336,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{rss_run['summary']['records']:,} records {_mib(report['peak'])}", flush=True)
 
         text = render(args, info, seed, fast, curve_fast, rss)
-        print()
-        print(text)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
-        print(f"written to {args.out}")
+        publish(text, args.out)
     finally:
         if not args.keep_topics:
             delete_topics(args.bootstrap, created + [f"{t}.dlq" for t in created])
