@@ -51,7 +51,9 @@ PROJECT = Path(__file__).resolve().parents[1]
 if str(PROJECT) not in sys.path:
     sys.path.insert(0, str(PROJECT))
 
-from bench.common import BLOG_FILE, machine as describe_machine, publish  # noqa: E402
+from bench.common import (  # noqa: E402
+    BLOG_FILE, blog_rows, delete_topics, machine as describe_machine, produce, publish,
+)
 import numpy as np  # noqa: E402
 
 WEEK = 5_600  # records of week 1 in the topic (week 2 starts at record 5,600)
@@ -95,20 +97,11 @@ class Env:
         return result.rows
 
     def close(self) -> None:
-        from confluent_kafka.admin import AdminClient
-
         if not self.keep:
             from include.ingest import control_topic
 
-            admin = AdminClient({"bootstrap.servers": self.bootstrap})
-            existing = admin.list_topics(timeout=30).topics
-            names = [n for t in self.topics for n in (t, f"{t}.dlq", control_topic(t)) if n in existing]
-            if names:
-                for future in admin.delete_topics(names, operation_timeout=30).values():
-                    try:
-                        future.result(60)
-                    except Exception as exc:  # noqa: BLE001 - best effort
-                        print(f"could not delete a topic: {exc}")
+            delete_topics({"bootstrap.servers": self.bootstrap},
+                          [n for t in self.topics for n in (t, f"{t}.dlq", control_topic(t))])
         shutil.rmtree(self.work, ignore_errors=True)
 
 
@@ -199,10 +192,6 @@ def river_run(env: Env, topic: str, schema_name: str, batch_messages: int = 100,
 # Data
 
 
-def blog_rows(path: Path) -> list[bytes]:
-    return [r for r in path.read_bytes().lstrip(b"\xef\xbb\xbf").split(b"\r\n") if r.count(b",") == 13]
-
-
 # ---------------------------------------------------------------------------------------------------------
 # Report
 
@@ -267,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
 
         # 2. Throughput in replay mode.
         thr_topic = env.topic("throughput")
-        _produce(args.bootstrap, thr_topic, blog_rows(args.data), args.throughput_records)
+        produce(args.bootstrap, thr_topic, blog_rows(args.data), args.throughput_records)
         thr = train_run(env, thr_topic, "blog_drift", "throughput", mode="replay")
         print(f"replay throughput: {thr['summary'].records:,} records at {thr['summary'].records_per_s:,.0f} records/s",
               flush=True)
@@ -317,26 +306,6 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(out) + "\n"
     publish(text, args.out)
     return 0
-
-
-def _produce(bootstrap: str, topic: str, rows: list[bytes], count: int) -> None:
-    from confluent_kafka import Producer
-
-    from include.kafka_clients import ensure_topic
-
-    ensure_topic({"bootstrap.servers": bootstrap}, topic)
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "compression.type": "lz4"})
-    for i in range(count):
-        while True:
-            try:
-                producer.produce(topic, rows[i % len(rows)])
-                break
-            except BufferError:
-                producer.poll(0.05)
-        if i & 0x3FF == 0:
-            producer.poll(0)
-    if producer.flush(120) != 0:
-        raise RuntimeError(f"{topic}: not every record was delivered")
 
 
 def render(args, when, load_before, total, blog_runs, river_res, thr, gen_runs, bayes_phases, drift_start, visible,

@@ -44,7 +44,7 @@ PROJECT = Path(__file__).resolve().parents[1]
 if str(PROJECT) not in sys.path:
     sys.path.insert(0, str(PROJECT))
 
-from bench.common import machine as describe_machine, publish  # noqa: E402
+from bench.common import delete_topics, machine as describe_machine, publish  # noqa: E402
 
 TARGET_ROWS_PER_S = 200_000
 FIRST_DAY = date(2026, 1, 1)
@@ -114,23 +114,6 @@ def create_topic(base: Mapping[str, Any], topic: str, partitions: int) -> None:
     from include.kafka_clients import ensure_topic
 
     ensure_topic(base, topic, partitions=partitions, retention_ms=-1)
-
-
-def delete_topics(base: Mapping[str, Any], topics: list[str]) -> None:
-    from include.kafka_clients import admin_client
-
-    if not topics:
-        return
-    admin = admin_client(base)
-    existing = set(admin.list_topics(timeout=30).topics)
-    doomed = [t for t in topics if t in existing]
-    if not doomed:
-        return
-    for topic, future in admin.delete_topics(doomed, operation_timeout=60).items():
-        try:
-            future.result(60)
-        except Exception as exc:  # noqa: BLE001 - report and go on deleting the others
-            log.warning("could not delete topic %s: %s", topic, exc)
 
 
 def count_committed(base: Mapping[str, Any], topic: str, timeout: float = 300.0) -> int:

@@ -47,63 +47,21 @@ PROJECT = Path(__file__).resolve().parents[1]
 if str(PROJECT) not in sys.path:
     sys.path.insert(0, str(PROJECT))
 
-from bench.common import BLOG_FILE, machine as describe_machine, publish  # noqa: E402
+from bench.common import (  # noqa: E402
+    BLOG_FILE, blog_rows, delete_topics, machine as describe_machine, produce, publish,
+)
 
 import numpy as np  # noqa: E402
 
 TARGET_RPS = 50_000
 TARGET_RATIO = 100
 PROGRESS_RE = re.compile(r"progress: (\d+) records")
+# The topics are filled with large producer buffers: the figure printed is the broker's, not the client's.
+BULK = {"batch.size": 1_000_000, "queue.buffering.max.messages": 1_000_000, "queue.buffering.max.kbytes": 1_048_576}
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Topics
-
-
-def blog_rows(path: Path) -> list[bytes]:
-    """The file's valid rows (14 fields), in order, without the byte-order mark and line endings."""
-    rows = path.read_bytes().lstrip(b"\xef\xbb\xbf").split(b"\r\n")
-    return [r for r in rows if r.count(b",") == 13]
-
-
-def produce(bootstrap: str, topic: str, rows: list[bytes], count: int) -> float:
-    """Produce ``count`` records (``rows`` repeated) with a plain producer; returns records/s."""
-    from confluent_kafka import Producer
-
-    from include.kafka_clients import ensure_topic
-
-    ensure_topic({"bootstrap.servers": bootstrap}, topic)
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "batch.size": 1_000_000,
-                         "compression.type": "lz4", "queue.buffering.max.messages": 1_000_000,
-                         "queue.buffering.max.kbytes": 1_048_576})
-    started = time.perf_counter()
-    n = len(rows)
-    for i in range(count):
-        while True:
-            try:
-                producer.produce(topic, rows[i % n])
-                break
-            except BufferError:
-                producer.poll(0.05)
-        if i & 0x3FF == 0:
-            producer.poll(0)
-    if producer.flush(120) != 0:
-        raise RuntimeError(f"{topic}: not every record was delivered")
-    return count / (time.perf_counter() - started)
-
-
-def delete_topics(bootstrap: str, topics: list[str]) -> None:
-    from confluent_kafka.admin import AdminClient
-
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    topics = [t for t in topics if t in admin.list_topics(timeout=30).topics]
-    if not topics:
-        return
-    for future in admin.delete_topics(topics, operation_timeout=30).values():
-        try:
-            future.result(60)
-        except Exception as exc:  # noqa: BLE001 - best effort clean-up
-            print(f"could not delete a topic: {exc}")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -309,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     rss = None
     try:
         print(f"producing {args.records:,} records to {topic} ...", flush=True)
-        info["produce_rps"] = produce(args.bootstrap, topic, rows, args.records)
+        info["produce_rps"] = produce(args.bootstrap, topic, rows, args.records, **BULK)
         print(f"  {info['produce_rps']:,.0f} records/s", flush=True)
 
         print(f"seed loop (tfio + fit/evaluate) on the first {args.seed_records:,} records ...", flush=True)
@@ -327,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
             rss_topic = f"bench-training-rss-{run}"
             created.append(rss_topic)
             print(f"RSS: producing {args.rss_records:,} records to {rss_topic} ...", flush=True)
-            produce_rps = produce(args.bootstrap, rss_topic, rows, args.rss_records)
+            produce_rps = produce(args.bootstrap, rss_topic, rows, args.rss_records, **BULK)
             print(f"  {produce_rps:,.0f} records/s; training them while sampling RSS ...", flush=True)
             rss_run = run_trainer(args.bootstrap, rss_topic, work / "rss", rss=True)
             report = rss_report(rss_run["samples"], rss_run["summary"]["records"])
@@ -339,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         publish(text, args.out)
     finally:
         if not args.keep_topics:
-            delete_topics(args.bootstrap, created + [f"{t}.dlq" for t in created])
+            delete_topics({"bootstrap.servers": args.bootstrap}, created + [f"{t}.dlq" for t in created])
         import shutil
 
         shutil.rmtree(work, ignore_errors=True)

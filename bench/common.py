@@ -1,14 +1,63 @@
-"""What the benchmark scripts share: where the author's file is, a one-line description of the machine, and how a
-report is printed and written."""
+"""What the benchmark scripts share: the author's file and its rows, filling and deleting topics, a one-line
+description of the machine, and how a report is printed and written."""
 
 from __future__ import annotations
 
 import os
 import platform
+import time
 from pathlib import Path
+from typing import Any, Mapping
 
 PROJECT = Path(__file__).resolve().parents[1]
 BLOG_FILE = PROJECT.parent / "shared" / "data" / "drift_2weeks_V2.csv"  # the blog author's file, byte for byte
+
+
+def blog_rows(path: Path) -> list[bytes]:
+    """The file's valid rows (14 fields), in order, without the byte-order mark and line endings."""
+    rows = path.read_bytes().lstrip(b"\xef\xbb\xbf").split(b"\r\n")
+    return [r for r in rows if r.count(b",") == 13]
+
+
+def produce(bootstrap: str, topic: str, rows: list[bytes], count: int, **config: object) -> float:
+    """Produce ``count`` records (``rows`` repeated) with a plain producer (``config`` added to its settings);
+    returns records/s. Raises if any record is not delivered."""
+    from confluent_kafka import Producer
+
+    from include.kafka_clients import ensure_topic
+
+    ensure_topic({"bootstrap.servers": bootstrap}, topic)
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "compression.type": "lz4", **config})
+    started = time.perf_counter()
+    n = len(rows)
+    for i in range(count):
+        while True:
+            try:
+                producer.produce(topic, rows[i % n])
+                break
+            except BufferError:
+                producer.poll(0.05)
+        if i & 0x3FF == 0:
+            producer.poll(0)
+    if producer.flush(120) != 0:
+        raise RuntimeError(f"{topic}: not every record was delivered")
+    return count / (time.perf_counter() - started)
+
+
+def delete_topics(config: Mapping[str, Any], topics: list[str]) -> None:
+    """Delete those of ``topics`` that exist (``config``: the admin client's settings); report failures, go on."""
+    from include.kafka_clients import admin_client
+
+    admin = admin_client(config)
+    existing = set(admin.list_topics(timeout=30).topics)
+    doomed = [t for t in topics if t in existing]
+    if not doomed:
+        return
+    for topic, future in admin.delete_topics(doomed, operation_timeout=60).items():
+        try:
+            future.result(60)
+        except Exception as exc:  # noqa: BLE001 - best effort clean-up
+            print(f"could not delete topic {topic}: {exc}")
 
 
 def machine() -> str:

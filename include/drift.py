@@ -98,7 +98,8 @@ class EwmaChart:
             raise ValueError("alpha must be in (0, 1], sigmas > 0, min_rise >= 0, reference >= 3, lag >= 0, "
                              "persist >= 1 and min_samples >= 1")
         self.alpha, self.sigmas, self.min_rise = float(alpha), float(sigmas), float(min_rise)
-        self.reference, self.lag, self.persist, self.min_samples = int(reference), int(lag), int(persist), int(min_samples)
+        self.reference, self.lag, self.persist = int(reference), int(lag), int(persist)
+        self.min_samples = int(min_samples)
         self.reset()
 
     def reset(self) -> None:
