@@ -9,6 +9,7 @@ import sys
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
 PROJECT = Path(__file__).resolve().parents[1]
 KAFKA_SH = PROJECT / "infra" / "kafka" / "kafka.sh"
@@ -149,39 +150,60 @@ def ingest_blog_file(bootstrap: str, state: Path, prefix: str) -> str:
     return topic
 
 
-class Runner:
-    """Runs ``python -m include.train`` as a real process with its own state folder (``tmp_path / "state"``), consumer
-    group and SQLite history."""
+def process_env(env: Mapping[str, str], fault: str | None = None) -> dict[str, str]:
+    """A child's environment: this one without the project's own settings (a developer's RETRAIN_DB_URL must not
+    reach a test's process), then ``env``."""
+    inherited = {k: v for k, v in os.environ.items()
+                 if not k.startswith(("RETRAIN_", "KAFKA_")) and k != "AIRFLOW_CONN_KAFKA_DEFAULT"}
+    full = {**inherited, "PYTHONPATH": str(PROJECT), "TF_CPP_MIN_LOG_LEVEL": "2", **env}
+    if fault:
+        full["RETRAIN_FAULT_POINT"] = fault
+    return full
+
+
+@dataclass
+class TrainerProcess:
+    """``python -m include.train`` as a real process, on the env's state folder, group and database."""
+
+    env: dict[str, str]
+    runs: int = 0
+
+    def start(self, *args: str, fault: str | None = None) -> subprocess.Popen:
+        self.runs += 1
+        return subprocess.Popen([sys.executable, "-m", "include.train", *args], env=process_env(self.env, fault),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=PROJECT)
+
+    def run(self, *args: str, fault: str | None = None, timeout: float = 600) -> tuple[int, dict | None, str]:
+        proc = self.start(*args, fault=fault)
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            raise AssertionError(f"trainer did not finish in {timeout}s:\n{err[-4000:]}")
+        return proc.returncode, (json.loads(out) if proc.returncode == 0 else None), err
+
+    def ok(self, *args: str) -> dict:
+        rc, summary, err = self.run(*args)
+        assert rc == 0, err[-4000:]
+        return summary
+
+
+class Runner(TrainerProcess):
+    """A :class:`TrainerProcess` with its own state folder (``tmp_path / "state"``), consumer group and SQLite
+    history, on ``topic``; reads back what the runs recorded."""
 
     def __init__(self, tmp_path, bootstrap, topic, schema="blog_drift"):
         self.state = tmp_path / "state"
         self.group = unique("trainer")
         self.bootstrap, self.topic = bootstrap, topic
-        self.env = {**os.environ, "PYTHONPATH": str(PROJECT), "RETRAIN_STATE_DIR": str(self.state),
-                    "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "RETRAIN_TOPIC": topic, "RETRAIN_SCHEMA": schema,
-                    "RETRAIN_CONSUMER_GROUP": self.group, "RETRAIN_STREAM_TIMEOUT_S": "3", "TF_CPP_MIN_LOG_LEVEL": "2"}
+        super().__init__({"RETRAIN_STATE_DIR": str(self.state), "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+                          "RETRAIN_TOPIC": topic, "RETRAIN_SCHEMA": schema, "RETRAIN_CONSUMER_GROUP": self.group,
+                          "RETRAIN_STREAM_TIMEOUT_S": "3"})
 
     @property
     def db_url(self) -> str:
         return f"sqlite:///{self.state / 'history.db'}"
-
-    def start(self, *args, fault=None) -> subprocess.Popen:
-        env = dict(self.env)
-        if fault:
-            env["RETRAIN_FAULT_POINT"] = fault
-        return subprocess.Popen([sys.executable, "-m", "include.train", *args], env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
-
-    def run(self, *args, fault=None):
-        proc = self.start(*args, fault=fault)
-        out, err = proc.communicate(timeout=600)
-        summary = json.loads(out) if proc.returncode == 0 else None
-        return proc.returncode, summary, err
-
-    def ok(self, *args) -> dict:
-        rc, summary, err = self.run(*args)
-        assert rc == 0, err[-4000:]
-        return summary
 
     def _rows(self, table: str, order: str) -> list:
         from sqlalchemy import select
@@ -195,7 +217,7 @@ class Runner:
     def batches(self) -> list:
         return self._rows("BatchMetric", "seq")
 
-    def runs(self) -> list:
+    def training_runs(self) -> list:
         return self._rows("TrainingRun", "started_at")
 
     def drift_events(self) -> list:

@@ -13,7 +13,6 @@ Nothing here talks to the broker ``make run`` uses: every broker, database and f
 from __future__ import annotations
 
 import bisect
-import json
 import os
 import shutil
 import socket
@@ -27,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-from tests.support import KAFKA_SH, PROJECT, Broker, read_topic, unique
+from tests.support import KAFKA_SH, PROJECT, Broker, process_env, read_topic, unique
 
 HEADER = "observed_at,shop_id,shop_type,x,y,busy"
 SHOP_TYPES = ("grocery", "pharmacy", "restaurant", "electronics", "florist")
@@ -81,17 +80,6 @@ def settings_for(env: Mapping[str, str]):
     return settings_from_env(dict(env))
 
 
-def process_env(env: Mapping[str, str], fault: str | None = None) -> dict[str, str]:
-    """A child's environment: this one without the project's own settings (a developer's RETRAIN_DB_URL must not
-    reach a test's process), then ``env``."""
-    inherited = {k: v for k, v in os.environ.items()
-                 if not k.startswith(("RETRAIN_", "KAFKA_")) and k != "AIRFLOW_CONN_KAFKA_DEFAULT"}
-    full = {**inherited, "PYTHONPATH": str(PROJECT), "TF_CPP_MIN_LOG_LEVEL": "2", **env}
-    if fault:
-        full["RETRAIN_FAULT_POINT"] = fault
-    return full
-
-
 def ingest_cli(env: Mapping[str, str], files: Sequence[Path], fault: str | None = None,
                timeout: float = 300) -> subprocess.CompletedProcess:
     """``python -m include.ingest FILES`` as a real process (SIGKILLed at ``fault``, if given)."""
@@ -102,34 +90,6 @@ def ingest_cli(env: Mapping[str, str], files: Sequence[Path], fault: str | None 
 def trainer_args(*extra: str) -> list[str]:
     """A checkpoint after every CHUNK_BATCHES mini-batches, so a short topic crosses every step boundary often."""
     return ["--chunk-batches", str(CHUNK_BATCHES), "--checkpoint-every-s", "0", *extra]
-
-
-@dataclass
-class TrainerProcess:
-    """``python -m include.train`` as a real process, on the env's state folder, group and database."""
-
-    env: dict[str, str]
-    runs: int = 0
-
-    def start(self, *args: str, fault: str | None = None) -> subprocess.Popen:
-        self.runs += 1
-        return subprocess.Popen([sys.executable, "-m", "include.train", *args], env=process_env(self.env, fault),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=PROJECT)
-
-    def run(self, *args: str, fault: str | None = None, timeout: float = 600) -> tuple[int, dict | None, str]:
-        proc = self.start(*args, fault=fault)
-        try:
-            out, err = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, err = proc.communicate()
-            raise AssertionError(f"trainer did not finish in {timeout}s:\n{err[-4000:]}")
-        return proc.returncode, (json.loads(out) if proc.returncode == 0 else None), err
-
-    def ok(self, *args: str) -> dict:
-        rc, summary, err = self.run(*args)
-        assert rc == 0, err[-4000:]
-        return summary
 
 
 @contextmanager

@@ -17,7 +17,6 @@ from include.kafka_clients import ensure_topic
 from include.reader import OffsetError
 from tests.faults.helpers import (
     PROJECT,
-    TrainerProcess,
     batch_rows,
     check_history,
     check_topic,
@@ -27,7 +26,6 @@ from tests.faults.helpers import (
     env_for,
     kafka_tool,
     newest_checkpoint,
-    process_env,
     settings_for,
     train_in_process,
     trainer_args,
@@ -35,7 +33,7 @@ from tests.faults.helpers import (
     wait_for,
     write_csv,
 )
-from tests.support import end_offset
+from tests.support import TrainerProcess, end_offset, process_env
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 

@@ -13,7 +13,6 @@ import pytest
 from include.ingest import control_topic, ingest_files
 from tests.faults.helpers import (
     BATCH,
-    TrainerProcess,
     check_history,
     check_topic,
     check_training,
@@ -26,7 +25,7 @@ from tests.faults.helpers import (
     trainer_args,
     write_csv,
 )
-from tests.support import end_offset, read_topic
+from tests.support import TrainerProcess, end_offset, read_topic
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 

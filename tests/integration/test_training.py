@@ -68,8 +68,8 @@ def test_two_limited_runs_resume_where_the_first_ended(tmp_path, kafka_bootstrap
     offsets = [m.offset() for m in read_topic(kafka_bootstrap, blog_topic)]
     assert_trained_exactly_once(runner, offsets)
     assert len(runner.batches()) == 112  # 111 full mini-batches + 99
-    assert {r.run_id for r in runner.batches()} == {runs.run_id for runs in runner.runs()[:2]}
-    assert [r.status for r in runner.runs()] == ["success"] * 3
+    assert {r.run_id for r in runner.batches()} == {runs.run_id for runs in runner.training_runs()[:2]}
+    assert [r.status for r in runner.training_runs()] == ["success"] * 3
 
 
 def test_a_run_checkpoints_what_it_trained_once(tmp_path, kafka_bootstrap, blog_topic):
@@ -114,7 +114,7 @@ def test_sigkill_at_twenty_random_points_trains_every_offset_exactly_once(tmp_pa
     assert len(runner.batches()) == 112
     assert offsets[-1] + 2 == end_offset(kafka_bootstrap, blog_topic)  # the last record, then the commit marker
     assert runner.committed() == end_offset(kafka_bootstrap, blog_topic)  # read to the end: lag 0
-    assert all(r.status in ("success", "failed") for r in runner.runs()), "a crashed run was left 'running'"
+    assert all(r.status in ("success", "failed") for r in runner.training_runs()), "a crashed run was left 'running'"
 
 
 def _commit(bootstrap, group, topic, offset):
