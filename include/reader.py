@@ -146,6 +146,12 @@ class BoundedReader:
             self.stop_reason = STOP_NOTHING_NEW
             return
         self._consumer.assign([TopicPartition(self.topic, p, plan.start[p]) for p in sorted(todo)])
+
+        def finish(p: int) -> None:
+            """Partition p is read to the end seen at start."""
+            todo.discard(p)
+            self.drained[p] = plan.end[p]
+
         started = time.monotonic()
         last_message = time.monotonic()
         pending: list[Message] = []
@@ -173,8 +179,7 @@ class BoundedReader:
                         # The end of what is readable now. Past the last data message there may be only a
                         # transaction marker, which is never delivered: the position tells.
                         if msg.partition() in todo and msg.offset() >= plan.end[msg.partition()]:
-                            todo.discard(msg.partition())
-                            self.drained[msg.partition()] = plan.end[msg.partition()]
+                            finish(msg.partition())
                         continue
                     if err.code() == KafkaError._AUTO_OFFSET_RESET or "out of range" in str(err).lower():
                         raise OffsetError(f"{self.topic}[{msg.partition()}]: {err}; offsets fell out of the log")
@@ -185,15 +190,13 @@ class BoundedReader:
                 offset = msg.offset()
                 if offset >= plan.end[p]:
                     # Past the end seen at start: leave it for the next run.
-                    todo.discard(p)
-                    self.drained[p] = plan.end[p]
+                    finish(p)
                     self._consumer.incremental_unassign([TopicPartition(self.topic, p)])
                     continue
                 ts_type, ts = msg.timestamp()
                 pending.append(Message(p, offset, msg.value(), ts if ts_type else None))
                 if offset + 1 >= plan.end[p]:
-                    todo.discard(p)
-                    self.drained[p] = plan.end[p]
+                    finish(p)
             last_message = time.monotonic()
             while len(pending) >= batch_messages:
                 chunk, pending = pending[:batch_messages], pending[batch_messages:]
