@@ -18,7 +18,7 @@ In one run, each on a fresh topic filled by the project's own ingest (:func:`inc
    Then River's Hoeffding Adaptive Tree on the same mini-batches read from the same topic.
 2. **Throughput**: the trainer in replay mode on the file repeated to ``--throughput-records`` records (the
    accuracy runs are too short for a rate: a run's fixed set-up and XLA compile cost ~3-5 s).
-3. **Generated data with drift** (:mod:`include.generate`, ``--days`` days, drift from the middle day): replay
+3. **Generated data with drift** (:mod:`include.demo.generate`, ``--days`` days, drift from the middle day): replay
    mode with reactions ``none`` and ``shrink``, and seed mode for contrast; window accuracy at the end of the last
    day before the drift and at the end, Bayes-optimal accuracy of each phase, detection delay after the drift
    day's first row and after the first row whose true busy probability changed (the rules differ only in some
@@ -91,14 +91,14 @@ class Env:
         return topic
 
     def ingest(self, topic: str, schema: str, paths: list[Path]) -> int:
-        from include.ingest import ingest_files
+        from include.ingest.files import ingest_files
 
         result = ingest_files(paths, settings=self.settings(topic, schema, f"ingest-{topic}"))
         return result.rows
 
     def close(self) -> None:
         if not self.keep:
-            from include.ingest import control_topic
+            from include.ingest.files import control_topic
 
             delete_topics({"bootstrap.servers": self.bootstrap},
                           [n for t in self.topics for n in (t, f"{t}.dlq", control_topic(t))])
@@ -109,8 +109,8 @@ def train_run(env: Env, topic: str, schema: str, name: str, **options) -> dict:
     """One trainer run on the whole topic; returns its summary, mini-batch rows and drift events."""
     from sqlalchemy import select
 
-    from include import db
-    from include.train import TrainOptions, train
+    from include.history import db
+    from include.training.trainer import TrainOptions, train
 
     settings = env.settings(topic, schema, name)
     summary = train(settings, TrainOptions(model_name=name, **options))
@@ -152,10 +152,10 @@ def river_run(env: Env, topic: str, schema_name: str, batch_messages: int = 100,
     except ImportError:
         print("River is not installed (pip install -r bench/requirements.txt -c constraints.txt): skipping its row")
         return None
-    from include.features import decode_batch, raw_layout
-    from include.kafka_clients import base_config
-    from include.learner import LearnerConfig
-    from include.reader import BoundedReader
+    from include.training.decode import decode_batch, raw_layout
+    from include.kafka.clients import base_config
+    from include.training.learner import LearnerConfig
+    from include.kafka.reader import BoundedReader
     from include.schema import load_schema
 
     schema = load_schema(schema_name)
@@ -224,10 +224,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-topics", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("include.train").setLevel(logging.ERROR)  # drift warnings are reported below
+    logging.getLogger("include.training.trainer").setLevel(logging.ERROR)  # drift warnings are reported below
 
-    from include.generate import bayes_accuracy, first_drifted_row, generate_range
-    from include.model import configure_tensorflow
+    from include.demo.generate import bayes_accuracy, first_drifted_row, generate_range
+    from include.training.model import configure_tensorflow
 
     configure_tensorflow()
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -288,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         nd_rows = env.ingest(nd, "drone", nd_paths)
         inc = train_run(env, nd, "drone", "gen-stable", mode="replay")
         inc_seed = train_run(env, nd, "drone", "gen-stable-seed", mode="seed")
-        from include.baseline import train_baseline
+        from include.training.baseline import train_baseline
 
         base = train_baseline(env.settings(nd, "drone", "gen-stable"), model_name="gen-stable",
                               epochs=args.baseline_epochs)
@@ -310,8 +310,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def render(args, when, load_before, total, blog_runs, river_res, thr, gen_runs, bayes_phases, drift_start, visible,
            per_day, gd_rows, inc, inc_seed, base, nd_rows, preq_last_day, bayes_stable) -> list[str]:
-    from include.drift import DriftConfig, make_detector
-    from include.learner import LearnerConfig
+    from include.training.drift import DriftConfig, make_detector
+    from include.training.learner import LearnerConfig
 
     cfg = LearnerConfig(mode="replay")
     raw_width = 13

@@ -58,9 +58,9 @@ class Stream:
 
 
 def learner_stream(schema, lines: list[bytes], mode: str, seed: int = 0) -> tuple[list[float], list[int]]:
-    from include.features import decode_batch
-    from include.learner import IncrementalLearner, LearnerConfig
-    from include.model import build_model
+    from include.training.decode import decode_batch
+    from include.training.learner import IncrementalLearner, LearnerConfig
+    from include.training.model import build_model
 
     decoded = decode_batch(schema, lines)
     if decoded.errors:
@@ -71,7 +71,7 @@ def learner_stream(schema, lines: list[bytes], mode: str, seed: int = 0) -> tupl
 
 
 def generated_streams(work: Path, quick: bool) -> list[Stream]:
-    from include.generate import first_drifted_row, generate_range
+    from include.demo.generate import first_drifted_row, generate_range
     from include.schema import load_schema
 
     schema = load_schema("drone")
@@ -123,7 +123,7 @@ def cycle_streams() -> list[Stream]:
 
 def detect(name: str, stream: Stream) -> list[int]:
     """Rows read when ``name`` (defaults) fired, resetting after each detection as the trainer does."""
-    from include.drift import make_detector
+    from include.training.drift import make_detector
 
     det = make_detector(name)
     fired, rows = [], 0
@@ -136,8 +136,8 @@ def detect(name: str, stream: Stream) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from include.drift import DETECTORS
-    from include.model import configure_tensorflow
+    from include.training.drift import DETECTORS
+    from include.training.model import configure_tensorflow
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=BLOG_FILE)

@@ -5,7 +5,7 @@ reported beside the raw confluent-kafka producer ceiling measured in the same ru
 This script measures and PRINTS those figures (and writes them as a markdown table to ``--out``); it never
 asserts on timing, because throughput depends on the machine and on whatever else runs on it.
 
-In one run, on a drone-schema CSV written by ``include.generate`` (whole days concatenated, deterministic), each
+In one run, on a drone-schema CSV written by ``include.demo.generate`` (whole days concatenated, deterministic), each
 measurement on a fresh topic:
 
 * (a) raw producer ceiling: the file's data lines pre-encoded as bytes, ``producer_config`` (acks=all,
@@ -67,7 +67,7 @@ def write_csv(path: Path, scratch: Path, *, rows: int | None = None, min_bytes: 
     Days are generated one at a time (same seed and layout, consecutive dates) and appended without their header,
     so memory stays at one day whatever the size. Returns (data rows, bytes).
     """
-    from include.generate import generate_range
+    from include.demo.generate import generate_range
 
     written = size = 0
     day = FIRST_DAY
@@ -111,7 +111,7 @@ def data_lines(path: Path) -> list[bytes]:
 
 
 def create_topic(base: Mapping[str, Any], topic: str, partitions: int) -> None:
-    from include.kafka_clients import ensure_topic
+    from include.kafka.clients import ensure_topic
 
     ensure_topic(base, topic, partitions=partitions, retention_ms=-1)
 
@@ -200,7 +200,7 @@ def produce_raw(base: Mapping[str, Any], topic: str, values: list[bytes], *, tra
     """
     from confluent_kafka import Producer
 
-    from include.kafka_clients import producer_config
+    from include.kafka.clients import producer_config
 
     producer = Producer(producer_config(base, transactional_id=transactional_id))
     producer.list_topics(topic, timeout=30)
@@ -250,7 +250,7 @@ class IngestTarget:
 
 
 def prepare_ingest(settings, topic: str, ledger_dir: Path) -> IngestTarget:
-    from include.ingest import control_topic, prepare
+    from include.ingest.files import control_topic, prepare
 
     ledger_dir.mkdir(parents=True, exist_ok=True)
     run_settings = settings.with_overrides(
@@ -263,7 +263,7 @@ def prepare_ingest(settings, topic: str, ledger_dir: Path) -> IngestTarget:
 
 def ingest_once(target: IngestTarget, path: Path, expected_rows: int) -> Run:
     """(c): one ``ingest_file`` call, end to end; fails unless it committed exactly ``expected_rows`` rows."""
-    from include.ingest import ingest_file
+    from include.ingest.files import ingest_file
     from include.schema import load_schema
 
     schema = load_schema("drone")
@@ -395,7 +395,7 @@ def render(args, machine: Mapping[str, str], file_rows: int, file_bytes: int, me
         f"{os.getloadavg()[0]:.2f} (the broker runs on the same machine)",
         f"- Kafka: {args.bootstrap}; confluent-kafka {machine['client']}, librdkafka {machine['librdkafka']}; "
         f"producer: {machine['producer']}",
-        f"- File: {file_rows:,} rows, {file_bytes / 1e6:,.1f} MB, drone schema, include.generate "
+        f"- File: {file_rows:,} rows, {file_bytes / 1e6:,.1f} MB, drone schema, include.demo.generate "
         f"({args.shops} shops, seed {SEED}, days from {FIRST_DAY})",
         f"- Each measurement {args.repeats}x, interleaved (a, b, c per round) on fresh topics; median reported; "
         "every run's topic read back read_committed and holding exactly the rows sent",
@@ -462,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import confluent_kafka
 
-    from include.kafka_clients import base_config, producer_config
+    from include.kafka.clients import base_config, producer_config
     from include.settings import get_settings
 
     settings = get_settings().with_overrides(kafka_bootstrap_servers=args.bootstrap)

@@ -37,13 +37,13 @@ def main() -> None:
     parser.add_argument("--inter-op-threads", type=int, default=None)
     args = parser.parse_args()
 
-    from include.model import configure_tensorflow
+    from include.training.model import configure_tensorflow
 
     configure_tensorflow(args.intra_op_threads, args.inter_op_threads)
 
-    from include.features import decode_batch
-    from include.learner import IncrementalLearner, LearnerConfig, SeedLoop
-    from include.model import build_model
+    from include.training.decode import decode_batch
+    from include.training.learner import IncrementalLearner, LearnerConfig, SeedLoop
+    from include.training.model import build_model
     from include.schema import load_schema
 
     schema = load_schema(args.schema)

@@ -15,7 +15,7 @@ In one run:
   ``model.fit`` on its first 80 rows, then ``model.evaluate`` on the 1,000-row window), for the first
   ``--seed-records`` records. Its clock starts at the first mini-batch (the group join is not counted) and it uses
   ``fit(shuffle=False)``, so it makes exactly the fast path's gradient updates;
-* **the fast path**: ``python -m include.train`` (seed mode) as its own process on the whole topic: its summary's
+* **the fast path**: ``python -m include.training.trainer`` (seed mode) as its own process on the whole topic: its summary's
   records/s cover the whole run (lock, reader set-up, model build and XLA compile, reading, decoding, training,
   history rows, final checkpoint); interpreter start and imports are shown apart. Its first mini-batches'
   window accuracies (from the history database) are compared with the seed loop's;
@@ -71,9 +71,9 @@ BULK = {"batch.size": 1_000_000, "queue.buffering.max.messages": 1_000_000, "que
 def seed_loop(bootstrap: str, topic: str, records: int) -> dict:
     import tensorflow_io as tfio
 
-    from include.features import decode_batch
-    from include.learner import LearnerConfig, SeedLoop
-    from include.model import build_model
+    from include.training.decode import decode_batch
+    from include.training.learner import LearnerConfig, SeedLoop
+    from include.training.model import build_model
     from include.schema import load_schema
 
     schema = load_schema("blog_drift")
@@ -116,11 +116,11 @@ def trainer_env(bootstrap: str, topic: str, state: Path) -> dict:
 
 
 def run_trainer(bootstrap: str, topic: str, state: Path, *args: str, rss: bool = False) -> dict:
-    """Run ``python -m include.train`` on ``topic``; with ``rss``, sample its RSS against its progress lines."""
+    """Run ``python -m include.training.trainer`` on ``topic``; with ``rss``, sample its RSS against its progress lines."""
     import psutil
 
     started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "include.train", "--mode", "seed", "--model-name", "bench", *args],
+    proc = subprocess.Popen([sys.executable, "-m", "include.training.trainer", "--mode", "seed", "--model-name", "bench", *args],
                             env=trainer_env(bootstrap, topic, state), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     samples: list[tuple[float, int, int]] = []  # (time, records so far, rss bytes)
@@ -158,7 +158,7 @@ def run_trainer(bootstrap: str, topic: str, state: Path, *args: str, rss: bool =
 def first_window_curve(state: Path, batches: int) -> list[float]:
     from sqlalchemy import select
 
-    from include import db
+    from include.history import db
 
     with db.session_factory(f"sqlite:///{state / 'history.db'}")() as session:
         rows = session.scalars(select(db.BatchMetric).where(db.BatchMetric.model_name == "bench")
@@ -208,7 +208,7 @@ def render(args, info: dict, seed: dict, fast: dict, curve_fast: list[float], rs
         f"| seed's loop: tensorflow-io `KafkaBatchIODataset` + `model.fit` / `model.evaluate` per mini-batch "
         f"(`SeedLoop`, first {seed['records']:,} records; clock from the first mini-batch) | {seed['records']:,} | "
         f"{seed['seconds']:.1f} | {seed['rps']:,.0f} | 1x |",
-        f"| fast path: `python -m include.train --mode seed` on the whole topic (whole run: set-up, XLA compile, "
+        f"| fast path: `python -m include.training.trainer --mode seed` on the whole topic (whole run: set-up, XLA compile, "
         f"read, decode, train, evaluate, history, checkpoint) | {s['records']:,} | {s['seconds']:.1f} | "
         f"**{s['records_per_s']:,.0f}** | **{ratio:,.0f}x** |",
         "",
@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-topics", action="store_true")
     args = parser.parse_args(argv)
 
-    from include.model import configure_tensorflow
+    from include.training.model import configure_tensorflow
 
     configure_tensorflow()
     rows = blog_rows(args.data)

@@ -24,7 +24,7 @@ def produce(bootstrap: str, topic: str, rows: list[bytes], count: int, **config:
     returns records/s. Raises if any record is not delivered."""
     from confluent_kafka import Producer
 
-    from include.kafka_clients import ensure_topic
+    from include.kafka.clients import ensure_topic
 
     ensure_topic({"bootstrap.servers": bootstrap}, topic)
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "compression.type": "lz4", **config})
@@ -46,7 +46,7 @@ def produce(bootstrap: str, topic: str, rows: list[bytes], count: int, **config:
 
 def delete_topics(config: Mapping[str, Any], topics: list[str]) -> None:
     """Delete those of ``topics`` that exist (``config``: the admin client's settings); report failures, go on."""
-    from include.kafka_clients import admin_client
+    from include.kafka.clients import admin_client
 
     admin = admin_client(config)
     existing = set(admin.list_topics(timeout=30).topics)

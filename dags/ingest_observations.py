@@ -43,7 +43,7 @@ def ingest_observations():
     @task(outlets=[OBSERVATIONS])
     def ingest(data_interval_start=None, data_interval_end=None, run_id=None, outlet_events=None) -> dict:
         """Ingest the files that landed in this run's data interval."""
-        from include.ingest import ingest_interval
+        from include.ingest.files import ingest_interval
 
         result = ingest_interval(data_interval_start, data_interval_end, dag_run_id=run_id).as_dict()
         outlet_events[OBSERVATIONS].extra = {

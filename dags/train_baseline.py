@@ -39,7 +39,7 @@ def train_baseline():
     @task
     def baseline(params=None, dag_run=None) -> dict:
         """Train a fresh model on the topic and record its held-out accuracy."""
-        from include.baseline import train_baseline
+        from include.training.baseline import train_baseline
 
         return train_baseline(model_name=params["model_name"], max_records=params["max_records"],
                               epochs=params["epochs"], use_airflow=True, dag_id=dag_run.dag_id,

@@ -55,7 +55,7 @@ def train_model():
     @task
     def train(params=None, dag_run=None) -> dict:
         """Train on what is new in the topic since the last checkpoint."""
-        from include.train import TrainOptions, train
+        from include.training.trainer import TrainOptions, train
 
         options = TrainOptions(
             model_name=params["model_name"], mode=params["mode"], reader=params["reader"],

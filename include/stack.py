@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from include.kafka_clients import admin_client, base_config
+from include.kafka.clients import admin_client, base_config
 from include.settings import get_settings
 
 

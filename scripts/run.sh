@@ -10,9 +10,9 @@ infra/kafka/kafka.sh start >/dev/null
 # The backfill is created while the scheduler is stopped: on SQLite a CLI backfill racing the scheduler can fail.
 scripts/airflow.sh stop >/dev/null
 mkdir -p "$AIRFLOW_HOME" && airflow db migrate >"$AIRFLOW_HOME/migrate.log" 2>&1
-python -m include.main_job prepare "$@"
+python -m include.demo.main_job prepare "$@"
 scripts/airflow.sh start
-python -m include.main_job wait "$@"
+python -m include.demo.main_job wait "$@"
 echo
 echo "Kafka:      $KAFKA_BOOTSTRAP_SERVERS"
 echo "Airflow UI: $(scripts/airflow.sh url)   (model accuracy: "Accuracy" in the navigation)"

@@ -1,6 +1,6 @@
 """Generated training history for the monitoring tests: runs, mini-batch metrics, drift, baseline, ledger.
 
-Rows are written with the include.db models into a real (SQLite) history database, shaped like the
+Rows are written with the include.history.db models into a real (SQLite) history database, shaped like the
 trainer's: ``seq`` counts records seen before each mini-batch, one ``training_runs`` row per DAG run, a
 batch-baseline run, drift events, and ingest-ledger files whose CSVs have ``.meta.json`` sidecars.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import insert
 
-from include import db
+from include.history import db
 
 T0 = datetime(2026, 1, 5, tzinfo=timezone.utc)
 EVENT_T0_MS = int(T0.timestamp() * 1000)

@@ -140,7 +140,7 @@ BLOG_ROWS = 11_199  # valid rows of the blog author's file (line 5,601 is malfor
 
 def ingest_blog_file(bootstrap: str, state: Path, prefix: str) -> str:
     """Ingest the blog author's file (transactionally) into a new topic; its name."""
-    from include.ingest import ingest_files
+    from include.ingest.files import ingest_files
     from include.settings import settings_from_env
 
     topic = unique(prefix)
@@ -163,14 +163,14 @@ def process_env(env: Mapping[str, str], fault: str | None = None) -> dict[str, s
 
 @dataclass
 class TrainerProcess:
-    """``python -m include.train`` as a real process, on the env's state folder, group and database."""
+    """``python -m include.training.trainer`` as a real process, on the env's state folder, group and database."""
 
     env: dict[str, str]
     runs: int = 0
 
     def start(self, *args: str, fault: str | None = None) -> subprocess.Popen:
         self.runs += 1
-        return subprocess.Popen([sys.executable, "-m", "include.train", *args], env=process_env(self.env, fault),
+        return subprocess.Popen([sys.executable, "-m", "include.training.trainer", *args], env=process_env(self.env, fault),
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=PROJECT)
 
     def run(self, *args: str, fault: str | None = None, timeout: float = 600) -> tuple[int, dict | None, str]:
@@ -208,7 +208,7 @@ class Runner(TrainerProcess):
     def _rows(self, table: str, order: str) -> list:
         from sqlalchemy import select
 
-        from include import db
+        from include.history import db
 
         model = getattr(db, table)
         with db.session_factory(self.db_url)() as s:

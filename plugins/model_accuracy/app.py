@@ -9,7 +9,7 @@ bad tokens 403. The dependency is set on the app, so no route can be added witho
 routes (which would not get it) are off, and static files are served by a route of this app, not by a
 ``StaticFiles`` mount (a mount would not get it either).
 
-The queries live in :mod:`include.monitoring`; this module only validates parameters and returns JSON.
+The queries live in :mod:`include.monitoring.queries`; this module only validates parameters and returns JSON.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
 from airflow.api_fastapi.core_api.security import requires_access_dag
-from include import monitoring
+from include.monitoring import queries as monitoring
 from include.settings import get_settings
 
 HERE = Path(__file__).resolve().parent

@@ -82,8 +82,8 @@ def settings_for(env: Mapping[str, str]):
 
 def ingest_cli(env: Mapping[str, str], files: Sequence[Path], fault: str | None = None,
                timeout: float = 300) -> subprocess.CompletedProcess:
-    """``python -m include.ingest FILES`` as a real process (SIGKILLed at ``fault``, if given)."""
-    return subprocess.run([sys.executable, "-m", "include.ingest", *map(str, files)], env=process_env(env, fault),
+    """``python -m include.ingest.files FILES`` as a real process (SIGKILLed at ``fault``, if given)."""
+    return subprocess.run([sys.executable, "-m", "include.ingest.files", *map(str, files)], env=process_env(env, fault),
                           capture_output=True, text=True, timeout=timeout, cwd=PROJECT)
 
 
@@ -118,7 +118,7 @@ def stage_hooks(hooks: Mapping[str, Callable[[int], None]]) -> Iterator[Counter]
 def train_in_process(env: Mapping[str, str], hooks: Mapping[str, Callable[[int], None]] | None = None,
                      **options: Any):
     """One bounded training run in this process (same code path as the CLI), with optional stage hooks."""
-    from include.train import TrainOptions, train
+    from include.training.trainer import TrainOptions, train
 
     opts = {"chunk_batches": CHUNK_BATCHES, "checkpoint_every_s": 0.0, **options}
     with stage_hooks(hooks or {}):
@@ -175,7 +175,7 @@ class TrainCheck:
 def batch_rows(db_url: str, model: str = "default") -> list:
     from sqlalchemy import select
 
-    from include import db
+    from include.history import db
 
     with db.session_factory(db_url)() as s:
         return list(s.scalars(select(db.BatchMetric).where(db.BatchMetric.model_name == model)
@@ -206,7 +206,7 @@ def ledger(env: Mapping[str, str]) -> dict[str, tuple[str, int]]:
     """The ingest ledger of the env's topic: file name -> (status, valid rows)."""
     from sqlalchemy import select
 
-    from include import db
+    from include.history import db
 
     settings = settings_for(env)
     with db.session_factory(settings.db_url)() as s:
@@ -230,7 +230,7 @@ def committed(bootstrap: str, group: str, topic: str, partitions: Sequence[int] 
 
 def newest_checkpoint(env: Mapping[str, str], model: str = "default"):
     """The newest valid checkpoint's info (meta only), as the trainer would pick it."""
-    from include.checkpoint import CheckpointStore
+    from include.training.checkpoint import CheckpointStore
 
     settings = settings_for(env)
     return CheckpointStore(Path(settings.checkpoint_dir) / model).latest_info()
@@ -244,7 +244,7 @@ def check_history(env: Mapping[str, str], model: str = "default") -> None:
     """
     from sqlalchemy import select
 
-    from include import db
+    from include.history import db
 
     settings = settings_for(env)
     info = newest_checkpoint(env, model)

@@ -17,9 +17,9 @@ import pytest
 from confluent_kafka import Producer
 from sqlalchemy import inspect, select
 
-from include import db
-from include.ingest import IngestError, ingest_files
-from include.kafka_clients import ensure_topic
+from include.history import db
+from include.ingest.files import IngestError, ingest_files
+from include.kafka.clients import ensure_topic
 from tests.faults.helpers import (
     HEADER,
     PROJECT,

@@ -11,8 +11,8 @@ import threading
 import pytest
 from confluent_kafka import KafkaException
 
-from include.ingest import IngestError, ingest_files
-from include.reader import OffsetError
+from include.ingest.files import IngestError, ingest_files
+from include.kafka.reader import OffsetError
 from tests.faults.helpers import (
     check_history,
     check_topic,

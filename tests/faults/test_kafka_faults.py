@@ -12,9 +12,9 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
-from include.ingest import ingest_files
-from include.kafka_clients import ensure_topic
-from include.reader import OffsetError
+from include.ingest.files import ingest_files
+from include.kafka.clients import ensure_topic
+from include.kafka.reader import OffsetError
 from tests.faults.helpers import (
     PROJECT,
     batch_rows,
@@ -161,7 +161,7 @@ def test_topic_deleted_and_recreated_under_the_trainer_is_a_clear_error(tmp_path
 
 # What the ingest task of a DAG run does for its data interval (here 2026-01-05 to 2026-01-08).
 INGEST_INTERVAL = (
-    "import json; from datetime import datetime, timezone; from include.ingest import ingest_interval; "
+    "import json; from datetime import datetime, timezone; from include.ingest.files import ingest_interval; "
     "utc = timezone.utc; result = ingest_interval(datetime(2026, 1, 5, tzinfo=utc), datetime(2026, 1, 8, tzinfo=utc), "
     "use_airflow=False); print(json.dumps(result.as_dict()))"
 )

@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from include.ingest import control_topic, ingest_files
+from include.ingest.files import control_topic, ingest_files
 from tests.faults.helpers import (
     BATCH,
     check_history,

@@ -16,8 +16,8 @@ import pytest
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from include.ingest import ingest_files
-from include.kafka_clients import base_config, consumer_config, producer_config, redact
+from include.ingest.files import ingest_files
+from include.kafka.clients import base_config, consumer_config, producer_config, redact
 from tests.faults.helpers import (
     PROJECT,
     check_history,

@@ -15,7 +15,7 @@ import uuid
 import pytest
 from sqlalchemy.exc import DBAPIError
 
-from include.ingest import ingest_files
+from include.ingest.files import ingest_files
 from tests.faults.helpers import (
     check_history,
     check_topic,
@@ -115,7 +115,7 @@ def test_damaged_newest_checkpoints_and_a_stale_temp_file_resume_from_the_newest
 
 
 def newest_checkpoint_of(path) -> int:
-    from include.checkpoint import _read_bundle
+    from include.training.checkpoint import _read_bundle
 
     seq, checkpoint_id = path.name.split("-")[1], path.name.split("-")[2].split(".")[0]
     meta, _ = _read_bundle(path, int(seq), checkpoint_id)

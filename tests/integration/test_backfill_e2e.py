@@ -15,8 +15,8 @@ from datetime import date, timedelta
 import pytest
 from sqlalchemy import select
 
-from include import db
-from include.main_job import INGEST_DAG, TRAIN_DAG, accuracy_table, backfill, ensure_demo_data, list_runs, wait_until_idle
+from include.history import db
+from include.demo.main_job import INGEST_DAG, TRAIN_DAG, accuracy_table, backfill, ensure_demo_data, list_runs, wait_until_idle
 from include.settings import settings_from_env
 from tests.support import PROJECT, read_topic, unique
 
@@ -40,7 +40,7 @@ def standalone(tmp_path, kafka_bootstrap, monkeypatch):
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("PATH", f"{PROJECT / '.venv' / 'bin'}{os.pathsep}{os.environ['PATH']}")
-    # the CLI calls of include.main_job need the same environment as the scheduler
+    # the CLI calls of include.demo.main_job need the same environment as the scheduler
     for line in subprocess.run(["bash", "-c", f"source {PROJECT}/infra/airflow/env.sh && env"], capture_output=True,
                                text=True, check=True).stdout.splitlines():
         key, _, value = line.partition("=")

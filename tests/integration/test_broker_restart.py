@@ -8,7 +8,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from include.kafka_clients import ensure_topic
+from include.kafka.clients import ensure_topic
 from tests.support import Broker, unique
 
 pytestmark = pytest.mark.integration

@@ -10,7 +10,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from sqlalchemy import select
 
-from include import db
+from include.history import db
 from include.settings import settings_from_env
 from tests.support import BLOG_ROWS, Runner, ingest_blog_file, unique
 
@@ -68,7 +68,7 @@ def test_drift_state_survives_a_resume_in_the_middle_of_the_drift(tmp_path, kafk
 
 
 def test_batch_baseline_records_a_run_of_its_kind(tmp_path, kafka_bootstrap, blog_topic):
-    from include.baseline import train_baseline
+    from include.training.baseline import train_baseline
 
     settings = settings_from_env({"RETRAIN_STATE_DIR": str(tmp_path), "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
                                   "RETRAIN_TOPIC": blog_topic, "RETRAIN_SCHEMA": "blog_drift",

@@ -10,8 +10,8 @@ import sys
 import pytest
 from sqlalchemy import select
 
-from include import db
-from include.ingest import IngestError, control_topic, ingest_files
+from include.history import db
+from include.ingest.files import IngestError, control_topic, ingest_files
 from include.settings import settings_from_env
 from tests.support import PROJECT, read_topic, shared_data_dir
 
@@ -90,7 +90,7 @@ def test_each_bad_row_kind_is_quarantined_with_line_field_and_reason(tmp_path, k
     path = tmp_path / "observations_2026-01-05.csv"
     path.write_text(HEADER + "\n" + "\n".join(rows) + "\n")
     settings = _settings(tmp_path, kafka_bootstrap, topic)
-    import include.ingest as ingest_module
+    import include.ingest.files as ingest_module
 
     result = ingest_module.ingest_files([path], settings=settings)
     assert (result.files[0].rows, result.files[0].bad) == (150, 1)
@@ -105,7 +105,7 @@ def test_each_bad_row_kind_is_quarantined_with_line_field_and_reason(tmp_path, k
 
 
 def test_oversized_line_is_quarantined_without_loading_it(tmp_path, kafka_bootstrap, topic):
-    from include.ingest import ingest_file, prepare
+    from include.ingest.files import ingest_file, prepare
     from include.schema import load_schema
 
     rows = _good_rows(200)
@@ -183,7 +183,7 @@ def _cli(tmp_path, bootstrap, topic, files, fault=None):
            "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "RETRAIN_TOPIC": topic}
     if fault:
         env["RETRAIN_FAULT_POINT"] = fault
-    return subprocess.run([sys.executable, "-m", "include.ingest", *map(str, files)], env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "include.ingest.files", *map(str, files)], env=env, capture_output=True, text=True, timeout=300)
 
 
 @pytest.mark.parametrize("fault", ["ingest_mid_file:1", "ingest_before_commit", "ingest_after_commit"])

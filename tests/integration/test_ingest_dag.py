@@ -7,8 +7,8 @@ from datetime import date
 import pytest
 from sqlalchemy import select
 
-from include import db
-from include.generate import generate_range
+from include.history import db
+from include.demo.generate import generate_range
 from tests.support import airflow_env, read_topic, run_airflow
 
 pytestmark = pytest.mark.integration

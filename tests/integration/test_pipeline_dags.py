@@ -7,8 +7,8 @@ from datetime import date
 import pytest
 from sqlalchemy import func, select
 
-from include import db
-from include.generate import generate_range
+from include.history import db
+from include.demo.generate import generate_range
 from tests.support import airflow_env, run_airflow
 
 pytestmark = pytest.mark.integration

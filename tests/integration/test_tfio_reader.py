@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from confluent_kafka import Producer
 
-from include.kafka_clients import ensure_topic
+from include.kafka.clients import ensure_topic
 
 pytestmark = pytest.mark.integration
 

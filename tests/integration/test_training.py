@@ -11,9 +11,9 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from sqlalchemy import select
 
-from include import db
-from include.kafka_clients import ensure_topic
-from include.monitoring import kafka_status
+from include.history import db
+from include.kafka.clients import ensure_topic
+from include.monitoring.queries import kafka_status
 from include.settings import settings_from_env
 from tests.support import Runner, end_offset, ingest_blog_file, read_topic, shared_data_dir, unique
 

@@ -162,7 +162,7 @@ def kafka_state(kafka_bootstrap):
     and 3 dead letters: lag 6 + 6 = 12."""
     from confluent_kafka import Consumer, Producer, TopicPartition
 
-    from include.kafka_clients import ensure_topic
+    from include.kafka.clients import ensure_topic
 
     topic, group = unique("ui-topic"), unique("ui-group")
     base = {"bootstrap.servers": kafka_bootstrap}

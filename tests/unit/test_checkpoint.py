@@ -1,4 +1,4 @@
-"""Atomic checkpoint bundles (include.checkpoint)."""
+"""Atomic checkpoint bundles (include.training.checkpoint)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from include.checkpoint import CheckpointStore  # noqa: E402
+from include.training.checkpoint import CheckpointStore  # noqa: E402
 
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -57,8 +57,8 @@ def meta(k: int = 0) -> dict:
 
 @pytest.fixture(scope="module")
 def real_model():
-    from include.features import raw_layout, raw_width
-    from include.model import build_model
+    from include.training.decode import raw_layout, raw_width
+    from include.training.model import build_model
     from include.schema import load_schema
 
     schema = load_schema("blog_drift")
@@ -92,7 +92,7 @@ def test_round_trip_with_real_model(tmp_path, real_model):
     store.save(real_model, learner_state(2), meta(2))
     loaded = store.load_latest()
     assert loaded is not None
-    from include.features import raw_width
+    from include.training.decode import raw_width
     from include.schema import load_schema
 
     width = raw_width(load_schema("blog_drift"))
@@ -160,7 +160,7 @@ def test_damaged_newest_falls_back(tmp_path, real_model, damage, caplog):
     first = store.save(real_model, learner_state(1), meta(1))
     newest = store.save(real_model, learner_state(2), meta(2))
     damage(newest.path)
-    with caplog.at_level(logging.WARNING, logger="include.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="include.training.checkpoint"):
         loaded = store.load_latest()
         info = store.latest_info()
     assert loaded is not None and loaded.info.checkpoint_id == first.checkpoint_id
@@ -239,7 +239,7 @@ def test_sigkill_during_save(tmp_path, stage):
         import os, signal, sys
         import numpy as np
         sys.path.insert(0, {str(PROJECT)!r})
-        from include.checkpoint import CheckpointStore
+        from include.training.checkpoint import CheckpointStore
         class FakeModel:
             def save(self, path):
                 open(path, "wb").write(b"two")

@@ -1,4 +1,4 @@
-"""Drift detection (include.drift): detectors on synthetic error streams, state round trips, reactions, and the
+"""Drift detection (include.training.drift): detectors on synthetic error streams, state round trips, reactions, and the
 learner on generated data with and without drift."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from datetime import date  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from include.drift import DETECTORS, DriftConfig, DriftMonitor, PageHinkley, detector_from_dict, make_detector  # noqa: E402
+from include.training.drift import DETECTORS, DriftConfig, DriftMonitor, PageHinkley, detector_from_dict, make_detector  # noqa: E402
 
 
 def batch_errors(rng: np.random.Generator, p: float, count: int, rows: int = 100) -> np.ndarray:
@@ -186,8 +186,8 @@ def blog_schema():
 
 
 def small_learner(schema, **changes):
-    from include.learner import IncrementalLearner, LearnerConfig
-    from include.model import build_model
+    from include.training.learner import IncrementalLearner, LearnerConfig
+    from include.training.model import build_model
 
     # Not XLA-compiled: compiling costs more than these few mini-batches.
     cfg = dict(mode="replay", replay_buffer=400, replay_steps=4, window_size=100, chunk_batches=8, jit_compile=False)
@@ -196,7 +196,7 @@ def small_learner(schema, **changes):
 
 
 def rows(schema, n, flip=False, seed=0):
-    from include.features import raw_layout
+    from include.training.decode import raw_layout
 
     rng = np.random.default_rng(seed)
     layout = raw_layout(schema)
@@ -222,7 +222,7 @@ def test_keep_recent_replay_keeps_the_newest_rows_in_order(blog_schema):
 
 
 def test_reset_model_restores_the_initial_weights_and_rehearse_trains(blog_schema):
-    from include.model import build_model
+    from include.training.model import build_model
 
     learner = small_learner(blog_schema)
     fresh = [np.asarray(w) for w in build_model(blog_schema, seed=0).get_weights()]
@@ -277,7 +277,7 @@ def test_shrink_boosts_the_learning_rate_then_restores_it(blog_schema):
     x, y = rows(blog_schema, 500)
     learner.process(x, y)
     lr = learner.learning_rate()
-    from include.drift import Detection
+    from include.training.drift import Detection
 
     mon.react(learner, Detection(index=0, detector="page_hinkley", batches_since_change=1, rows_since_change=100,
                                  accuracy_before=0.9, accuracy_after=0.4, reaction="shrink"))
@@ -298,8 +298,8 @@ def test_shrink_boosts_the_learning_rate_then_restores_it(blog_schema):
 
 
 def generated(tmp_path, days, drift_from=None, seed=7):
-    from include.features import decode_batch
-    from include.generate import generate_range
+    from include.training.decode import decode_batch
+    from include.demo.generate import generate_range
     from include.schema import load_schema
 
     paths = generate_range(date(2026, 1, 1), date(2026, 1, days), tmp_path, seed=seed, drift_from=drift_from)
@@ -311,8 +311,8 @@ def generated(tmp_path, days, drift_from=None, seed=7):
 
 
 def replay_learner(schema, seed=0, mode="replay"):
-    from include.learner import IncrementalLearner, LearnerConfig
-    from include.model import build_model
+    from include.training.learner import IncrementalLearner, LearnerConfig
+    from include.training.model import build_model
 
     return IncrementalLearner(build_model(schema, seed=seed), LearnerConfig(mode=mode, seed=seed))
 
@@ -325,7 +325,7 @@ def test_no_false_drift_on_generated_data_without_drift(tmp_path, mode):
 
 
 def test_generated_drift_is_detected_soon_after_the_rule_visibly_changes(tmp_path):
-    from include.generate import first_drifted_row
+    from include.demo.generate import first_drifted_row
 
     schema, x, y = generated(tmp_path, 8, drift_from=date(2026, 1, 6))
     start = 5 * 24 * 100  # the drift day's first row

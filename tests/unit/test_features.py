@@ -1,4 +1,4 @@
-"""Decoding message values into the raw feature matrix (include.features)."""
+"""Decoding message values into the raw feature matrix (include.training.decode)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from include.features import decode_batch, raw_layout, raw_width
+from include.training.decode import decode_batch, raw_layout, raw_width
 from include.schema import load_schema, schema_from_dict
 
 BLOG_FILE = Path("/work/shared/data/drift_2weeks_V2.csv")

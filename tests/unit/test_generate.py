@@ -1,4 +1,4 @@
-"""Tests for include.generate: determinism, layout on disk, validity, drift, Bayes accuracy, atomic writes."""
+"""Tests for include.demo.generate: determinism, layout on disk, validity, drift, Bayes accuracy, atomic writes."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from datetime import date, timedelta
 import numpy as np
 import pytest
 
-from include import generate
-from include.generate import bayes_accuracy, busy_probability, generate_range, meta_path, noisy_probability
+from include.demo import generate
+from include.demo.generate import bayes_accuracy, busy_probability, generate_range, meta_path, noisy_probability
 from include.schema import load_schema
-from include.validate import validate_file
+from include.ingest.validate import validate_file
 
 START = date(2026, 1, 5)
 DAY = timedelta(days=1)

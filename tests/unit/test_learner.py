@@ -1,4 +1,4 @@
-"""The compiled incremental learner and the reference loop (include.learner)."""
+"""The compiled incremental learner and the reference loop (include.training.learner)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from include.features import raw_layout, raw_width  # noqa: E402
-from include.learner import IncrementalLearner, LearnerConfig, SeedLoop, split_sizes  # noqa: E402
-from include.model import build_model  # noqa: E402
+from include.training.decode import raw_layout, raw_width  # noqa: E402
+from include.training.learner import IncrementalLearner, LearnerConfig, SeedLoop, split_sizes  # noqa: E402
+from include.training.model import build_model  # noqa: E402
 from include.schema import load_schema  # noqa: E402
 
 

@@ -1,4 +1,4 @@
-"""The Keras model and its in-model feature encoding (include.model)."""
+"""The Keras model and its in-model feature encoding (include.training.model)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from include.features import decode_batch, raw_layout, raw_width  # noqa: E402
-from include.model import SchemaEncoding, build_model  # noqa: E402
+from include.training.decode import decode_batch, raw_layout, raw_width  # noqa: E402
+from include.training.model import SchemaEncoding, build_model  # noqa: E402
 from include.schema import load_schema  # noqa: E402
 
 

@@ -1,4 +1,4 @@
-"""Tests for include.validate: every bad-row kind, encodings and line ends, bounded memory, the blog file."""
+"""Tests for include.ingest.validate: every bad-row kind, encodings and line ends, bounded memory, the blog file."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from include.schema import load_schema, schema_from_dict
-from include.validate import HeaderError, RowError, ValidRow, iter_rows, validate_file
+from include.ingest.validate import HeaderError, RowError, ValidRow, iter_rows, validate_file
 
 HEADER = b"observed_at,shop_id,shop_type,x,y,busy\n"
 GOOD = b"2026-01-05T13:00:00Z,1,grocery,3,4,1"

@@ -1,8 +1,8 @@
 """The monitoring report: the Model accuracy chart as a PNG and the training runs as a markdown table.
 
-    python -m include.report --out DIR [--model NAME] [--x records|event_time] [--db-url URL]
+    python -m include.monitoring.report --out DIR [--model NAME] [--x records|event_time] [--db-url URL]
 
-Writes ``DIR/accuracy.png`` and ``DIR/runs.md`` from the same queries (include.monitoring) as the Airflow UI
+Writes ``DIR/accuracy.png`` and ``DIR/runs.md`` from the same queries (include.monitoring.queries) as the Airflow UI
 page, so the two never disagree. matplotlib is imported only here, never by the plugin.
 """
 
@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from include import monitoring
+from include.monitoring import queries as monitoring
 from include.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)

@@ -26,7 +26,7 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from include import db
+from include.history import db
 from include.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -189,7 +189,7 @@ def _baseline(session: Session, model_name: str) -> dict[str, Any] | None:
 
 @lru_cache(maxsize=4096)
 def _read_sidecar(path: str, mtime_ns: int, size: int) -> tuple[float, int] | None:
-    from include.generate import meta_path
+    from include.demo.generate import meta_path
 
     try:
         meta = json.loads(meta_path(path).read_text(encoding="utf-8"))
@@ -204,7 +204,7 @@ def bayes_accuracy(session: Session, topic: str) -> float | None:
     The row-weighted mean over the committed files of the ingest ledger; None unless every one of them
     (with rows) has a readable sidecar, since a partial answer would be a wrong line on the chart.
     """
-    from include.generate import meta_path
+    from include.demo.generate import meta_path
 
     names = session.scalars(
         select(db.IngestedFile.file_name).where(
@@ -497,7 +497,7 @@ def ingest_ledger(
 
 
 def _kafka_base(settings: Settings) -> dict[str, Any]:
-    from include.kafka_clients import base_config
+    from include.kafka.clients import base_config
 
     try:
         return base_config(settings, use_airflow=True)

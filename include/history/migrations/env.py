@@ -1,9 +1,9 @@
-"""Alembic environment for the project's database (see include/db.py). Runs online only."""
+"""Alembic environment for the project's database (see include/history/db.py). Runs online only."""
 
 from alembic import context
 from sqlalchemy import create_engine
 
-from include.db import Base
+from include.history.db import Base
 
 config = context.config
 target_metadata = Base.metadata

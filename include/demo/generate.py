@@ -318,7 +318,7 @@ def bayes_accuracy(paths: Iterable[Path | str]) -> float:
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     from include.settings import get_settings
 
-    parser = argparse.ArgumentParser(prog="python -m include.generate", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m include.demo.generate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--start", type=date.fromisoformat, required=True, help="first date, YYYY-MM-DD")
     parser.add_argument("--end", type=date.fromisoformat, required=True, help="last date (inclusive)")
     parser.add_argument("--out", type=Path, default=Path(get_settings().landing_dir), help="output folder")

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping
 
-from include.kafka_clients import consumer_config
+from include.kafka.clients import consumer_config
 
 log = logging.getLogger(__name__)
 

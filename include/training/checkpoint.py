@@ -257,7 +257,7 @@ def _model_bytes(model: Any) -> bytes:
 def _load_model(data: bytes) -> Any:
     import keras
 
-    import include.model  # noqa: F401 - registers SchemaEncoding for deserialisation
+    import include.training.model  # noqa: F401 - registers SchemaEncoding for deserialisation
 
     with tempfile.TemporaryDirectory(prefix="ckpt-model-") as tmp:
         path = Path(tmp) / MODEL_MEMBER

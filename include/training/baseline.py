@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from include import db
-from include.kafka_clients import base_config, redact
-from include.reader import BoundedReader
+from include.history import db
+from include.kafka.clients import base_config, redact
+from include.kafka.reader import BoundedReader
 from include.schema import load_schema
 from include.settings import Settings, get_settings
 
@@ -47,7 +47,7 @@ def split_rows(n: int, batch_messages: int, train_fraction: float) -> np.ndarray
         batch_messages: Rows per mini-batch (the last one may be shorter).
         train_fraction: The first ``floor(train_fraction * size)`` rows of each mini-batch train.
     """
-    from include.learner import LearnerConfig, split_sizes
+    from include.training.learner import LearnerConfig, split_sizes
 
     cfg = LearnerConfig(batch_messages=batch_messages, train_fraction=train_fraction,
                         window_size=max(1000, batch_messages))
@@ -153,7 +153,7 @@ def _write_run(sessions, run: dict[str, Any]) -> None:
 
 def _read_rows(reader: BoundedReader, schema, batch_messages: int) -> tuple[np.ndarray, np.ndarray, int, dict[int, int]]:
     """Every record up to the reader's bounds, decoded; poison messages are counted and left out."""
-    from include.features import decode_batch, raw_width
+    from include.training.decode import decode_batch, raw_width
 
     xs, ys, poison, next_offsets = [], [], 0, {}
     pending: list = []
@@ -184,7 +184,7 @@ def _fit(schema, x_train, y_train, x_held, y_held, *, epochs: int, batch_size: i
          seed: int) -> dict[str, Any]:
     import keras
 
-    from include.model import build_model, configure_tensorflow
+    from include.training.model import build_model, configure_tensorflow
 
     configure_tensorflow()
     keras.utils.set_random_seed(seed)  # the shuffling
@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import json
 
-    parser = argparse.ArgumentParser(prog="python -m include.baseline", description="Train and record a batch baseline.")
+    parser = argparse.ArgumentParser(prog="python -m include.training.baseline", description="Train and record a batch baseline.")
     parser.add_argument("--topic")
     parser.add_argument("--schema")
     parser.add_argument("--model-name", default="default")

@@ -1,6 +1,6 @@
 """The declared CSV schema: defined once, used by the validator, the producer, the reader and the model.
 
-A schema is a small YAML (or JSON) file: built-in ones live in ``include/schemas/<name>.yaml``; a user's own
+A schema is a small YAML (or JSON) file: built-in ones live in ``include/schema/builtin/<name>.yaml``; a user's own
 layout is a file path given instead of a name, so new layouts need no code. This module parses and checks
 declarations only; it never reads data files.
 """
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
+SCHEMA_DIR = Path(__file__).resolve().parent / "builtin"
 COLUMN_TYPES = ("int", "float", "category", "timestamp")
 
 

@@ -14,7 +14,7 @@ in fixed-size variables, the model's own Keras optimizer applied in the loop (so
 saved with it), metrics collected in TensorArrays. Python is paid once per chunk instead of several ``fit``/``evaluate``
 calls per mini-batch. :class:`SeedLoop` is that per-mini-batch ``fit``/``evaluate`` loop, kept as the reference for
 benchmarks and curve comparisons. Neither reads Kafka or writes checkpoints. The learner's drift reactions (forget
-old replay rows, change the learning rate, re-initialise the model) are called by :mod:`include.drift`.
+old replay rows, change the learning rate, re-initialise the model) are called by :mod:`include.training.drift`.
 """
 
 from __future__ import annotations
@@ -263,7 +263,7 @@ class IncrementalLearner:
         order = (np.arange(count) + pos - count) % size
         return self._rep_x.numpy()[order], self._rep_y.numpy()[order]
 
-    # --- drift reactions (include.drift): all take effect from the next mini-batch on ------------------------
+    # --- drift reactions (include.training.drift): all take effect from the next mini-batch on ------------------------
 
     def keep_recent_replay(self, rows: int) -> None:
         """Forget all but the newest ``rows`` rows of the replay buffer (no-op in seed mode)."""

@@ -29,7 +29,7 @@ DEMO_DRIFT_WEEK = 3
 
 def ensure_demo_data(settings: Settings, start: date, weeks: int, drift_week: int | None, seed: int = 7) -> list[Path]:
     """Generate ``weeks`` weeks of observations from ``start`` unless the landing folder already has CSV files."""
-    from include.generate import generate_range
+    from include.demo.generate import generate_range
 
     landing = Path(settings.landing_dir)
     existing = sorted(landing.glob("*.csv")) if landing.exists() else []
@@ -112,7 +112,7 @@ def accuracy_table(settings: Settings, model_name: str = "default") -> str:
     """Per ISO week of event time: records trained, mean prequential accuracy, last window accuracy (markdown)."""
     from sqlalchemy import select
 
-    from include import db
+    from include.history import db
 
     sessions = db.session_factory(settings.db_url)
     with sessions() as session:
@@ -147,7 +147,7 @@ def accuracy_table(settings: Settings, model_name: str = "default") -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m include.main_job", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m include.demo.main_job", description=__doc__.splitlines()[0])
     parser.add_argument("step", choices=["prepare", "wait", "table"], help="prepare: demo data and the backfill "
                         "(scheduler stopped); wait: until the runs are done, then print the table; table: only the table")
     parser.add_argument("--start", type=date.fromisoformat, default=DEMO_START)

@@ -1,9 +1,9 @@
 """The Keras 3 model, with the schema's feature encoding inside it.
 
-The model's input is the raw matrix of :mod:`include.features` (numbers as read, category indices, hour of day and
+The model's input is the raw matrix of :mod:`include.training.decode` (numbers as read, category indices, hour of day and
 day of week); its first layer, :class:`SchemaEncoding`, scales and one-hot encodes them. So training, evaluation and
 prediction share one encoding, and a saved ``.keras`` file is all a consumer needs: the layer's config carries the
-raw layout (ranges, categories), never the schema file. Nothing here trains; see :mod:`include.learner`.
+raw layout (ranges, categories), never the schema file. Nothing here trains; see :mod:`include.training.learner`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import keras
 from keras import ops
 
-from include.features import RawSlot, raw_layout
+from include.training.decode import RawSlot, raw_layout
 from include.schema import CsvSchema
 
 _ONE_HOT_DEPTH = {"hour": 24, "dow": 7}

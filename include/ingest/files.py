@@ -35,11 +35,12 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO, Iterable, Mapping
 
-from include import db, faults
-from include.kafka_clients import base_config, ensure_topic, producer_config, redact
+from include import faults
+from include.history import db
+from include.kafka.clients import base_config, ensure_topic, producer_config, redact
 from include.schema import CsvSchema, load_schema
 from include.settings import Settings, get_settings
-from include.validate import HeaderError, RowError, iter_records, iter_rows
+from include.ingest.validate import HeaderError, RowError, iter_records, iter_rows
 
 log = logging.getLogger(__name__)
 
@@ -572,7 +573,7 @@ def ingest_interval(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m include.ingest", description="Ingest CSV files into Kafka exactly once.")
+    parser = argparse.ArgumentParser(prog="python -m include.ingest.files", description="Ingest CSV files into Kafka exactly once.")
     parser.add_argument("files", nargs="+", help="CSV files (local paths or object-storage URLs)")
     parser.add_argument("--topic", help="target topic (default RETRAIN_TOPIC)")
     parser.add_argument("--dlq-topic", help="dead-letter topic (default <topic>.dlq)")

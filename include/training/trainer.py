@@ -14,7 +14,7 @@ One run, in order:
    one; the next run continues from it, so every offset is trained exactly once and every mini-batch has
    exactly one history row.
 
-Drift detection (:mod:`include.drift`) always runs on the prequential error of the mini-batches; its state
+Drift detection (:mod:`include.training.drift`) always runs on the prequential error of the mini-batches; its state
 travels in the checkpoint, so a resumed run continues the same statistics. ``TrainOptions.drift`` says how
 to react to a detection (default ``none``: record it only).
 
@@ -38,9 +38,10 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
-from include import db, faults
-from include.kafka_clients import base_config, ensure_topic, producer_config, redact
-from include.reader import BoundedReader, Message, OffsetError
+from include import faults
+from include.history import db
+from include.kafka.clients import base_config, ensure_topic, producer_config, redact
+from include.kafka.reader import BoundedReader, Message, OffsetError
 from include.schema import CsvSchema, load_schema
 from include.settings import Settings, get_settings
 
@@ -53,7 +54,7 @@ CHECKPOINT_EVERY_BATCHES = 2_000
 
 
 def _topic_exists(base: Mapping[str, Any], topic: str) -> bool:
-    from include.kafka_clients import admin_client
+    from include.kafka.clients import admin_client
 
     return topic in admin_client(base).list_topics(timeout=30).topics
 
@@ -224,7 +225,7 @@ class Trainer:
 
     # -- the run ------------------------------------------------------------------------------------------
     def run(self) -> TrainSummary:
-        from include.checkpoint import CheckpointStore
+        from include.training.checkpoint import CheckpointStore
 
         started_wall = time.perf_counter()
         settings, options = self.settings, self.options
@@ -319,8 +320,8 @@ class Trainer:
         }
 
     def _model_and_learner(self, loaded):
-        from include.learner import IncrementalLearner, LearnerConfig
-        from include.model import build_model
+        from include.training.learner import IncrementalLearner, LearnerConfig
+        from include.training.model import build_model
 
         options = self.options
         config = dict(batch_messages=self.settings.batch_messages, mode=options.mode, chunk_batches=options.chunk_batches,
@@ -334,7 +335,7 @@ class Trainer:
                 raise RuntimeError(f"checkpoint {loaded.meta.get('checkpoint_id')} is for schema {loaded.meta.get('schema_id')}, "
                                    f"not {self.schema.id}; use another model name to train a new model")
             model = loaded.model
-            from include.features import raw_width
+            from include.training.decode import raw_width
 
             if int(model.inputs[0].shape[-1]) != raw_width(self.schema):
                 raise RuntimeError(f"checkpoint {loaded.meta.get('checkpoint_id')}'s model takes {model.inputs[0].shape[-1]} raw "
@@ -352,9 +353,9 @@ class Trainer:
         return model, learner
 
     def _train(self, reader: BoundedReader, plan, store, loaded, summary: TrainSummary, base) -> None:
-        from include.drift import DriftConfig, DriftMonitor
-        from include.features import decode_batch
-        from include.model import configure_tensorflow
+        from include.training.drift import DriftConfig, DriftMonitor
+        from include.training.decode import decode_batch
+        from include.training.model import configure_tensorflow
 
         if self.options.reader == "tfio" and (self.options.max_records or self.options.max_seconds):
             raise ValueError("the tfio reader cannot stop at a record or time limit (it cannot see offsets); "
@@ -636,7 +637,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import sys
 
-    parser = argparse.ArgumentParser(prog="python -m include.train", description="Run one bounded training task.")
+    parser = argparse.ArgumentParser(prog="python -m include.training.trainer", description="Run one bounded training task.")
     parser.add_argument("--topic")
     parser.add_argument("--schema")
     parser.add_argument("--model-name", default="default")
@@ -650,7 +651,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--drift", choices=["none", "shrink", "retrain"], default="none",
                         help="reaction to a detected drift (detection always runs)")
     parser.add_argument("--drift-detector", choices=["ewma", "page_hinkley"], default="ewma",
-                        help="what watches the prequential error for drift (see include.drift)")
+                        help="what watches the prequential error for drift (see include.training.drift)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = get_settings()

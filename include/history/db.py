@@ -1,7 +1,7 @@
 """The project's database: the ingest ledger, quarantined rows, and the accuracy history of training.
 
 SQLAlchemy 2 models; a SQLite file by default, PostgreSQL by URL (``RETRAIN_DB_URL``). The schema is created
-and upgraded only by the Alembic migrations in ``include/migrations`` (:func:`upgrade`). Writes are
+and upgraded only by the Alembic migrations in ``include/history/migrations`` (:func:`upgrade`). Writes are
 idempotent upserts on natural keys (file hash, run id + mini-batch index, checkpoint id), so a retried or
 crashed task never leaves two rows for the same thing. This module never builds SQL from strings.
 """
