@@ -52,7 +52,7 @@ if str(PROJECT) not in sys.path:
     sys.path.insert(0, str(PROJECT))
 
 from bench.common import (  # noqa: E402
-    BLOG_FILE, blog_rows, delete_topics, machine as describe_machine, produce, publish,
+    BLOG_FILE, blog_rows, clients_for, delete_topics, machine as describe_machine, produce, publish,
 )
 import numpy as np  # noqa: E402
 
@@ -91,16 +91,16 @@ class Env:
         return topic
 
     def ingest(self, topic: str, schema: str, paths: list[Path]) -> int:
-        from include.ingest.files import ingest_files
+        from include.ingest.interval import ingest_files
 
         result = ingest_files(paths, settings=self.settings(topic, schema, f"ingest-{topic}"))
         return result.rows
 
     def close(self) -> None:
         if not self.keep:
-            from include.ingest.files import control_topic
+            from include.ingest.markers import control_topic
 
-            delete_topics({"bootstrap.servers": self.bootstrap},
+            delete_topics(clients_for(self.bootstrap),
                           [n for t in self.topics for n in (t, f"{t}.dlq", control_topic(t))])
         shutil.rmtree(self.work, ignore_errors=True)
 
@@ -153,7 +153,7 @@ def river_run(env: Env, topic: str, schema_name: str, batch_messages: int = 100,
         print("River is not installed (pip install -r bench/requirements.txt -c constraints.txt): skipping its row")
         return None
     from include.training.decode import decode_batch, raw_layout
-    from include.kafka.clients import base_config
+    from include.kafka.clients import KafkaClients
     from include.training.learner import LearnerConfig
     from include.kafka.reader import BoundedReader
     from include.schema import load_schema
@@ -161,7 +161,7 @@ def river_run(env: Env, topic: str, schema_name: str, batch_messages: int = 100,
     schema = load_schema(schema_name)
     names = [n for n, _, _ in raw_layout(schema)]
     settings = env.settings(topic, schema_name, "river")
-    reader = BoundedReader(base_config(settings), topic, settings.consumer_group, start_offsets={}, stream_timeout_s=5)
+    reader = BoundedReader(KafkaClients(settings), topic, settings.consumer_group, start_offsets={}, stream_timeout_s=5)
     cfg = LearnerConfig(batch_messages=batch_messages, window_size=window)
     model = tree.HoeffdingAdaptiveTreeClassifier(seed=0)
     win_x: deque = deque(maxlen=window)

@@ -110,24 +110,16 @@ def data_lines(path: Path) -> list[bytes]:
 # Kafka helpers
 
 
-def create_topic(base: Mapping[str, Any], topic: str, partitions: int) -> None:
-    from include.kafka.clients import ensure_topic
-
-    ensure_topic(base, topic, partitions=partitions, retention_ms=-1)
+def create_topic(clients, topic: str, partitions: int) -> None:
+    clients.ensure_topic(topic, partitions=partitions, retention_ms=-1)
 
 
-def count_committed(base: Mapping[str, Any], topic: str, timeout: float = 300.0) -> int:
+def count_committed(clients, topic: str, timeout: float = 300.0) -> int:
     """How many messages a read_committed consumer sees in ``topic`` (all partitions, from the start)."""
-    from confluent_kafka import Consumer, KafkaError, TopicPartition
+    from confluent_kafka import KafkaError, TopicPartition
 
-    consumer = Consumer({
-        **base,
-        "group.id": f"bench-ingest-count-{uuid.uuid4().hex[:8]}",
-        "enable.auto.commit": False,
-        "isolation.level": "read_committed",
-        "enable.partition.eof": True,
-        "fetch.wait.max.ms": 50,
-    })
+    consumer = clients.consumer(f"bench-ingest-count-{uuid.uuid4().hex[:8]}", role="control",
+                                **{"fetch.wait.max.ms": 50})
     count = 0
     try:
         partitions = sorted(consumer.list_topics(topic, timeout=30).topics[topic].partitions)
@@ -191,18 +183,14 @@ def _timed(fn: Callable[[], int]) -> Run:
     return Run(rows, time.perf_counter() - started, time.process_time() - cpu, time.thread_time() - thread)
 
 
-def produce_raw(base: Mapping[str, Any], topic: str, values: list[bytes], *, transactional_id: str | None,
+def produce_raw(clients, topic: str, values: list[bytes], *, transactional_id: str | None,
                 warmup_topic: str) -> Run:
     """(a)/(b): values only, as fast as the client takes them; in one transaction when ``transactional_id``.
 
     The clock starts with the producer ready: connected, topic metadata known and its producer id acquired (by
     ``init_transactions``, or by one message to ``warmup_topic`` and a flush), so the ceiling is the client's.
     """
-    from confluent_kafka import Producer
-
-    from include.kafka.clients import producer_config
-
-    producer = Producer(producer_config(base, transactional_id=transactional_id))
+    producer = clients.producer(transactional_id=transactional_id)
     producer.list_topics(topic, timeout=30)
     if transactional_id:
         producer.init_transactions(60)
@@ -244,32 +232,34 @@ class IngestTarget:
     """What one ``ingest_file`` run needs: its own topics and ledger, so nothing is skipped as already ingested."""
 
     settings: Any
-    base: Mapping[str, Any]
+    clients: Any
     sessions: Any
     topics: list[str]
 
 
 def prepare_ingest(settings, topic: str, ledger_dir: Path) -> IngestTarget:
-    from include.ingest.files import control_topic, prepare
+    from include.ingest.interval import prepare
+    from include.ingest.markers import control_topic
 
     ledger_dir.mkdir(parents=True, exist_ok=True)
     run_settings = settings.with_overrides(
-        topic=topic, dlq_topic=f"{topic}.dlq", schema="drone", state_dir=ledger_dir,
+        topic=topic, dlq_topic=f"{topic}.dlq", schema_name="drone", state_dir=ledger_dir,
         db_url=f"sqlite:///{ledger_dir / 'history.db'}", checkpoint_dir=ledger_dir / "checkpoints",
     )
-    base, sessions = prepare(run_settings, use_airflow=False)
-    return IngestTarget(run_settings, base, sessions, [topic, run_settings.dlq_topic, control_topic(topic)])
+    clients, sessions = prepare(run_settings, use_airflow=False)
+    return IngestTarget(run_settings, clients, sessions, [topic, run_settings.dlq_topic, control_topic(topic)])
 
 
 def ingest_once(target: IngestTarget, path: Path, expected_rows: int) -> Run:
     """(c): one ``ingest_file`` call, end to end; fails unless it committed exactly ``expected_rows`` rows."""
-    from include.ingest.files import ingest_file
+    from include.ingest.transaction import ingest_file
     from include.schema import load_schema
 
     schema = load_schema("drone")
 
     def ingest() -> int:
-        result = ingest_file(path, settings=target.settings, schema=schema, base=target.base, sessions=target.sessions)
+        result = ingest_file(path, settings=target.settings, schema=schema, clients=target.clients,
+                             sessions=target.sessions)
         if result.status != "committed" or result.rows != expected_rows or result.bad:
             raise RuntimeError(f"ingest_file: {result.status}, {result.rows} rows, {result.bad} bad; "
                                f"expected committed, {expected_rows} rows, 0 bad")
@@ -278,8 +268,8 @@ def ingest_once(target: IngestTarget, path: Path, expected_rows: int) -> Run:
     return _timed(ingest)
 
 
-def verify(base: Mapping[str, Any], topic: str, expected: int) -> None:
-    seen = count_committed(base, topic)
+def verify(clients, topic: str, expected: int) -> None:
+    seen = count_committed(clients, topic)
     if seen != expected:
         raise RuntimeError(f"{topic}: a read_committed consumer sees {seen:,} messages, expected {expected:,}")
 
@@ -372,7 +362,7 @@ def rss_check(settings, path: Path, rows: int, size: int, ledger_dir: Path, topi
         reached = [rss for position, rss in produce_pass if position >= size * percent / 100]
         # At 100 %: the last sample with the file open (flush and commit come after the read ends).
         at[percent] = (reached[0] if percent < 100 else reached[-1]) if reached else after
-    verify(target.base, topic, rows)
+    verify(target.clients, topic, rows)
     return RssReport(size, rows, run.seconds, before, at, max(rss for _, rss, _ in sampler.samples), after)
 
 
@@ -462,13 +452,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import confluent_kafka
 
-    from include.kafka.clients import base_config, producer_config
+    from include.kafka.clients import KafkaClients
     from include.settings import get_settings
 
     settings = get_settings().with_overrides(kafka_bootstrap_servers=args.bootstrap)
-    base = base_config(settings)
+    clients = KafkaClients(settings)
     partitions = settings.topic_partitions
-    producer = producer_config({})
+    producer = {k: v for k, v in clients.producer_config().items() if k not in clients.config}
     machine = {
         "when": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": describe_machine(),
@@ -495,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  RSS at 10/50/100 %: {_mib(rss.at[10])} / {_mib(rss.at[50])} / {_mib(rss.at[100])}, "
                   f"peak {_mib(rss.peak)}", flush=True)
             big.unlink()
-            delete_topics(base, created)
+            delete_topics(clients, created)
             created.clear()
 
         path = work / f"observations_{FIRST_DAY.isoformat()}.csv"
@@ -511,26 +501,26 @@ def main(argv: list[str] | None = None) -> int:
         ingest = Measurement("(c)", "`ingest_file` end to end: hash, ledger, validate, produce with key, timestamp "
                                     "and headers, one transaction + commit marker")
         warmup = f"bench-ingest-{run_id}-warmup"
-        create_topic(base, warmup, 1)
+        create_topic(clients, warmup, 1)
         created.append(warmup)
         for round_no in range(1, args.repeats + 1):
             topic = f"bench-ingest-{run_id}-raw-{round_no}"
-            create_topic(base, topic, partitions)
+            create_topic(clients, topic, partitions)
             created.append(topic)
-            raw.runs.append(produce_raw(base, topic, values, transactional_id=None, warmup_topic=warmup))
-            verify(base, topic, file_rows)
+            raw.runs.append(produce_raw(clients, topic, values, transactional_id=None, warmup_topic=warmup))
+            verify(clients, topic, file_rows)
 
             topic = f"bench-ingest-{run_id}-rawtx-{round_no}"
-            create_topic(base, topic, partitions)
+            create_topic(clients, topic, partitions)
             created.append(topic)
-            raw_tx.runs.append(produce_raw(base, topic, values, transactional_id=f"bench-ingest-{run_id}-{round_no}",
+            raw_tx.runs.append(produce_raw(clients, topic, values, transactional_id=f"bench-ingest-{run_id}-{round_no}",
                                            warmup_topic=warmup))
-            verify(base, topic, file_rows)
+            verify(clients, topic, file_rows)
 
             target = prepare_ingest(settings, f"bench-ingest-{run_id}-e2e-{round_no}", work / f"ledger-{round_no}")
             created.extend(target.topics)
             ingest.runs.append(ingest_once(target, path, file_rows))
-            verify(base, target.settings.topic, file_rows)
+            verify(clients, target.settings.topic, file_rows)
             print(f"  round {round_no}: (a) {raw.runs[-1].rate:,.0f}  (b) {raw_tx.runs[-1].rate:,.0f}  "
                   f"(c) {ingest.runs[-1].rate:,.0f} rows/s", flush=True)
         del values
@@ -539,7 +529,7 @@ def main(argv: list[str] | None = None) -> int:
         publish(report, args.out)
         return 0
     finally:
-        delete_topics(base, created)
+        delete_topics(clients, created)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -48,7 +48,7 @@ if str(PROJECT) not in sys.path:
     sys.path.insert(0, str(PROJECT))
 
 from bench.common import (  # noqa: E402
-    BLOG_FILE, blog_rows, delete_topics, machine as describe_machine, produce, publish,
+    BLOG_FILE, blog_rows, clients_for, delete_topics, machine as describe_machine, produce, publish,
 )
 
 import numpy as np  # noqa: E402
@@ -120,7 +120,7 @@ def run_trainer(bootstrap: str, topic: str, state: Path, *args: str, rss: bool =
     import psutil
 
     started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "include.training.trainer", "--mode", "seed", "--model-name", "bench", *args],
+    proc = subprocess.Popen([sys.executable, "-m", "include", "train", "--mode", "seed", "--model-name", "bench", *args],
                             env=trainer_env(bootstrap, topic, state), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     samples: list[tuple[float, int, int]] = []  # (time, records so far, rss bytes)
@@ -297,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         publish(text, args.out)
     finally:
         if not args.keep_topics:
-            delete_topics({"bootstrap.servers": args.bootstrap}, created + [f"{t}.dlq" for t in created])
+            delete_topics(clients_for(args.bootstrap), created + [f"{t}.dlq" for t in created])
         import shutil
 
         shutil.rmtree(work, ignore_errors=True)

@@ -7,10 +7,11 @@ import os
 import platform
 import time
 from pathlib import Path
-from typing import Any, Mapping
+
+from include.demo.reference import BLOG_FILE
 
 PROJECT = Path(__file__).resolve().parents[1]
-BLOG_FILE = PROJECT.parent / "shared" / "data" / "drift_2weeks_V2.csv"  # the blog author's file, byte for byte
+__all__ = ["BLOG_FILE", "PROJECT", "blog_rows", "clients_for", "delete_topics", "machine", "produce", "publish"]
 
 
 def blog_rows(path: Path) -> list[bytes]:
@@ -22,12 +23,10 @@ def blog_rows(path: Path) -> list[bytes]:
 def produce(bootstrap: str, topic: str, rows: list[bytes], count: int, **config: object) -> float:
     """Produce ``count`` records (``rows`` repeated) with a plain producer (``config`` added to its settings);
     returns records/s. Raises if any record is not delivered."""
-    from confluent_kafka import Producer
-
-    from include.kafka.clients import ensure_topic
-
-    ensure_topic({"bootstrap.servers": bootstrap}, topic)
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "compression.type": "lz4", **config})
+    clients = clients_for(bootstrap)
+    clients.ensure_topic(topic)
+    # Filling a topic for a benchmark, not ingesting: no idempotence needed.
+    producer = clients.producer(**{"enable.idempotence": False, "linger.ms": 20, **config})
     started = time.perf_counter()
     n = len(rows)
     for i in range(count):
@@ -44,11 +43,17 @@ def produce(bootstrap: str, topic: str, rows: list[bytes], count: int, **config:
     return count / (time.perf_counter() - started)
 
 
-def delete_topics(config: Mapping[str, Any], topics: list[str]) -> None:
-    """Delete those of ``topics`` that exist (``config``: the admin client's settings); report failures, go on."""
-    from include.kafka.clients import admin_client
+def clients_for(bootstrap: str):
+    """The project's Kafka client factory for a plain broker address."""
+    from include.kafka.clients import KafkaClients
+    from include.settings import settings_from_env
 
-    admin = admin_client(config)
+    return KafkaClients(settings_from_env({"KAFKA_BOOTSTRAP_SERVERS": bootstrap}))
+
+
+def delete_topics(clients, topics: list[str]) -> None:
+    """Delete those of ``topics`` that exist (through ``clients``, a KafkaClients); report failures, go on."""
+    admin = clients.admin()
     existing = set(admin.list_topics(timeout=30).topics)
     doomed = [t for t in topics if t in existing]
     if not doomed:

@@ -21,8 +21,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import dag, task
-from airflow.timetables.interval import CronDataIntervalTimetable
+from airflow.sdk import CronDataIntervalTimetable, dag, task
 
 from include.assets import observations_asset
 
@@ -43,7 +42,7 @@ def ingest_observations():
     @task(outlets=[OBSERVATIONS])
     def ingest(data_interval_start=None, data_interval_end=None, run_id=None, outlet_events=None) -> dict:
         """Ingest the files that landed in this run's data interval."""
-        from include.ingest.files import ingest_interval
+        from include.ingest.interval import ingest_interval
 
         result = ingest_interval(data_interval_start, data_interval_end, dag_run_id=run_id).as_dict()
         outlet_events[OBSERVATIONS].extra = {

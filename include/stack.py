@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from include.kafka.clients import admin_client, base_config
+from include.kafka.clients import KafkaClients
 from include.settings import get_settings
 
 
 def check_kafka(timeout: float = 15.0) -> dict:
     """Ask the broker for metadata through the configured connection; raise if it does not answer."""
     settings = get_settings()
-    metadata = admin_client(base_config(settings, use_airflow=True)).list_topics(timeout=timeout)
+    metadata = KafkaClients(settings, use_airflow=True).admin().list_topics(timeout=timeout)
     return {"brokers": len(metadata.brokers), "topics": len(metadata.topics)}
 
 

@@ -11,19 +11,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from include.demo.reference import BLOG_FILE, BLOG_ROWS  # noqa: F401 - re-exported for the tests
+
 PROJECT = Path(__file__).resolve().parents[1]
 KAFKA_SH = PROJECT / "infra" / "kafka" / "kafka.sh"
 VENV_BIN = Path(sys.executable).parent
 
 
-def shared_data_dir() -> Path:
-    """The read-only ``shared/data`` folder beside the checkout (the blog author's data)."""
-    env = os.environ.get("RETRAIN_SHARED_DATA")
-    return Path(env) if env else PROJECT.parent / "shared" / "data"
-
-
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def clients_for(bootstrap: str):
+    """The project's Kafka client factory for a plain broker address (no SASL, no Airflow connection)."""
+    from include.kafka.clients import KafkaClients
+    from include.settings import settings_from_env
+
+    return KafkaClients(settings_from_env({"KAFKA_BOOTSTRAP_SERVERS": bootstrap}))
+
+
+def create_topic(bootstrap: str, topic: str, partitions: int = 1) -> bool:
+    """Create ``topic`` through the project's factory; True when this call created it."""
+    return clients_for(bootstrap).ensure_topic(topic, partitions=partitions)
 
 
 @dataclass
@@ -135,18 +144,17 @@ def end_offset(bootstrap: str, topic: str, partition: int = 0) -> int:
         consumer.close()
 
 
-BLOG_ROWS = 11_199  # valid rows of the blog author's file (line 5,601 is malformed)
 
 
 def ingest_blog_file(bootstrap: str, state: Path, prefix: str) -> str:
     """Ingest the blog author's file (transactionally) into a new topic; its name."""
-    from include.ingest.files import ingest_files
+    from include.ingest.interval import ingest_files
     from include.settings import settings_from_env
 
     topic = unique(prefix)
     settings = settings_from_env({"RETRAIN_STATE_DIR": str(state), "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
                                   "RETRAIN_TOPIC": topic, "RETRAIN_SCHEMA": "blog_drift"})
-    assert ingest_files([shared_data_dir() / "drift_2weeks_V2.csv"], settings=settings).rows == BLOG_ROWS
+    assert ingest_files([BLOG_FILE], settings=settings).rows == BLOG_ROWS
     return topic
 
 
@@ -163,14 +171,14 @@ def process_env(env: Mapping[str, str], fault: str | None = None) -> dict[str, s
 
 @dataclass
 class TrainerProcess:
-    """``python -m include.training.trainer`` as a real process, on the env's state folder, group and database."""
+    """``python -m include train`` as a real process, on the env's state folder, group and database."""
 
     env: dict[str, str]
     runs: int = 0
 
     def start(self, *args: str, fault: str | None = None) -> subprocess.Popen:
         self.runs += 1
-        return subprocess.Popen([sys.executable, "-m", "include.training.trainer", *args], env=process_env(self.env, fault),
+        return subprocess.Popen([sys.executable, "-m", "include", "train", *args], env=process_env(self.env, fault),
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=PROJECT)
 
     def run(self, *args: str, fault: str | None = None, timeout: float = 600) -> tuple[int, dict | None, str]:

@@ -26,11 +26,9 @@ temporary name in the same folder and renamed into place.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import tempfile
-import time
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -313,35 +311,3 @@ def bayes_accuracy(paths: Iterable[Path | str]) -> float:
     if not rows:
         raise ValueError("no generated rows to aggregate")
     return total / rows
-
-
-def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    from include.settings import get_settings
-
-    parser = argparse.ArgumentParser(prog="python -m include.demo.generate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--start", type=date.fromisoformat, required=True, help="first date, YYYY-MM-DD")
-    parser.add_argument("--end", type=date.fromisoformat, required=True, help="last date (inclusive)")
-    parser.add_argument("--out", type=Path, default=Path(get_settings().landing_dir), help="output folder")
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--drift-from", type=date.fromisoformat, default=None, help="first drifted date")
-    parser.add_argument("--shops", type=int, default=100)
-    parser.add_argument("--noise", type=float, default=0.05, help="label flip probability")
-    return parser.parse_args(argv)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point."""
-    args = _parse_args(argv)
-    started = time.perf_counter()
-    paths = generate_range(
-        args.start, args.end, args.out, seed=args.seed, shops=args.shops, noise=args.noise, drift_from=args.drift_from
-    )
-    rows = sum(read_meta(p)["rows"] for p in paths)
-    seconds = time.perf_counter() - started
-    print(f"{len(paths)} files, {rows} rows in {args.out} ({seconds:.1f} s); "
-          f"Bayes-optimal accuracy {bayes_accuracy(paths):.4f}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

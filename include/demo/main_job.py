@@ -7,16 +7,14 @@ runs, the ledger), never from the wall clock, so a second run reuses what exists
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import subprocess
-import sys
 import time
 from datetime import date, timedelta
 from pathlib import Path
 
-from include.settings import Settings, get_settings
+from include.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -146,26 +144,20 @@ def accuracy_table(settings: Settings, model_name: str = "default") -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m include.demo.main_job", description=__doc__.splitlines()[0])
-    parser.add_argument("step", choices=["prepare", "wait", "table"], help="prepare: demo data and the backfill "
-                        "(scheduler stopped); wait: until the runs are done, then print the table; table: only the table")
-    parser.add_argument("--start", type=date.fromisoformat, default=DEMO_START)
-    parser.add_argument("--weeks", type=int, default=DEMO_WEEKS)
-    parser.add_argument("--drift-week", type=int, default=DEMO_DRIFT_WEEK)
-    parser.add_argument("--timeout-s", type=float, default=1800)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    settings = get_settings()
-    if args.step == "prepare":
-        ensure_demo_data(settings, args.start, args.weeks, args.drift_week)
-        backfill(args.start, args.start + timedelta(days=7 * args.weeks - 1))
-        return 0
-    if args.step == "wait":
-        wait_until_idle((INGEST_DAG, TRAIN_DAG), args.timeout_s)
-    print(accuracy_table(settings))
-    return 0
+def run_step(step: str, settings: Settings, *, start: date = DEMO_START, weeks: int = DEMO_WEEKS,
+             drift_week: int | None = DEMO_DRIFT_WEEK, timeout_s: float = 1800) -> str:
+    """One step of the main job; returns what to print.
 
-
-if __name__ == "__main__":
-    sys.exit(main())
+    Args:
+        step: ``prepare`` (demo data and the backfill; the scheduler must be stopped), ``wait`` (until the runs are
+            done, then the table) or ``table`` (only the table).
+    """
+    if step == "prepare":
+        ensure_demo_data(settings, start, weeks, drift_week)
+        backfill(start, start + timedelta(days=7 * weeks - 1))
+        return ""
+    if step == "wait":
+        wait_until_idle((INGEST_DAG, TRAIN_DAG), timeout_s)
+    elif step != "table":
+        raise ValueError(f"unknown step {step!r}: prepare, wait or table")
+    return accuracy_table(settings) + "\n"

@@ -214,14 +214,49 @@ def get_engine(url: str) -> Engine:
         return engine
 
 
-def upgrade(url: str) -> None:
-    """Create or upgrade the schema to the newest Alembic revision (safe to call on every start)."""
-    from alembic import command
+class HistoryNotReady(RuntimeError):
+    """The history database does not exist yet or is not at the code's schema revision (nothing migrated it)."""
+
+
+def _alembic_config(url: str):
     from alembic.config import Config
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+_ready: set[str] = set()
+
+
+def check_ready(url: str) -> None:
+    """Raise :class:`HistoryNotReady` unless the database exists at the newest revision. Reads only.
+
+    For readers that must not migrate (the UI plugin): the database is created where it is written.
+    """
+    if url in _ready:
+        return
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    hint = "run `make run`, an ingest or training task, or `python -m include train` once to create it"
+    path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else ""
+    if path and not path.startswith(":memory:") and not Path(path).is_file():
+        raise HistoryNotReady(f"the history database {path} does not exist yet; {hint}")
+    head = ScriptDirectory.from_config(_alembic_config(url)).get_current_head()
+    with get_engine(url).connect() as connection:
+        current = MigrationContext.configure(connection).get_current_revision()
+    if current != head:
+        raise HistoryNotReady(f"the history database is at schema revision {current}, this code reads {head}; {hint}")
+    _ready.add(url)
+
+
+def upgrade(url: str) -> None:
+    """Create or upgrade the schema to the newest Alembic revision (safe to call on every start)."""
+    from alembic import command
+
+    config = _alembic_config(url)
     engine = get_engine(url)
     # Two processes opening a fresh database at once (two tasks of a backfill) would both create the tables and
     # one would fail: migrations take a lock, so the second waits and then finds the schema up to date.
@@ -245,6 +280,7 @@ def _migration_lock(url: str) -> Iterator[None]:
 
 
 def session_factory(url: str, *, migrate: bool = True) -> sessionmaker[Session]:
+    """Sessions on ``url``; with ``migrate`` (the writers) the schema is brought to the newest revision first."""
     if migrate:
         upgrade(url)
     return sessionmaker(get_engine(url), expire_on_commit=False)

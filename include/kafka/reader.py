@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping
 
-from include.kafka.clients import consumer_config
+from include.kafka.clients import KafkaClients
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class ReadPlan:
 class BoundedReader:
     """Reads ``topic`` from ``start_offsets`` (None: the group's committed offsets, else the earliest)."""
 
-    base: Mapping[str, Any]
+    clients: KafkaClients
     topic: str
     group_id: str
     start_offsets: Mapping[int, int] | None = None
@@ -76,15 +76,15 @@ class BoundedReader:
 
     # -- set-up --------------------------------------------------------------------------------------------
     def open(self) -> ReadPlan:
-        from confluent_kafka import Consumer, TopicPartition
+        from confluent_kafka import TopicPartition
 
-        self._consumer = Consumer({**consumer_config(self.base, group_id=self.group_id), "fetch.wait.max.ms": 100})
+        self._consumer = self.clients.consumer(self.group_id, role="reader")
         metadata = self._consumer.list_topics(self.topic, timeout=30)
         topic_meta = metadata.topics.get(self.topic)
         if topic_meta is None or topic_meta.error is not None:
             raise OffsetError(f"topic {self.topic!r} does not exist ({topic_meta.error if topic_meta else 'no metadata'})")
         partitions = sorted(topic_meta.partitions)
-        topic_id = self._topic_id()
+        topic_id = self.clients.topic_id(self.topic)
         if self.expected_topic_id and topic_id and topic_id != self.expected_topic_id:
             raise OffsetError(
                 f"topic {self.topic!r} was deleted and recreated (id {self.expected_topic_id} -> {topic_id}); the checkpoint's "
@@ -118,22 +118,6 @@ class BoundedReader:
                 )
         self.plan = ReadPlan(self.topic, topic_id, start, end, low, committed)
         return self.plan
-
-    def _topic_id(self) -> str | None:
-        """The topic's id (changes when a topic is deleted and recreated), when the client can tell it."""
-        try:
-            from confluent_kafka import TopicCollection
-            from confluent_kafka.admin import AdminClient
-
-            # Keep the client referenced until the answer is in: a dropped AdminClient is destroyed at once and its
-            # pending request fails with _DESTROY, which silently disabled this check.
-            admin = AdminClient(dict(self.base))
-            futures = admin.describe_topics(TopicCollection([self.topic]), request_timeout=15)
-            description = futures[self.topic].result(timeout=15)
-            return str(description.topic_id) if description.topic_id is not None else None
-        except Exception as exc:  # noqa: BLE001 - the id is a safety net, not a requirement
-            log.debug("could not describe topic %s: %s", self.topic, exc)
-            return None
 
     # -- reading -------------------------------------------------------------------------------------------
     def batches(self, batch_messages: int) -> Iterator[list[Message]]:

@@ -1,21 +1,19 @@
 """The monitoring report: the Model accuracy chart as a PNG and the training runs as a markdown table.
 
-    python -m include.monitoring.report --out DIR [--model NAME] [--x records|event_time] [--db-url URL]
+    python -m include report --out DIR [--model NAME] [--x records|event_time] [--db-url URL]
 
-Writes ``DIR/accuracy.png`` and ``DIR/runs.md`` from the same queries (include.monitoring.queries) as the Airflow UI
+Writes ``DIR/accuracy.png`` and ``DIR/runs.md`` from the same queries (:mod:`include.monitoring`) as the Airflow UI
 page, so the two never disagree. matplotlib is imported only here, never by the plugin.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from include.monitoring import queries as monitoring
+from include import monitoring
 from include.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -108,33 +106,27 @@ def write_report(
     heading = f"# Training runs: {model_name}\n\n{runs['total']} run(s)"
     if runs["total"] > len(runs["runs"]):
         heading += f", newest {len(runs['runs'])} shown"
-    md.write_text(heading + ".\n\n" + monitoring.runs_markdown(runs["runs"]), encoding="utf-8")
+    md.write_text(heading + ".\n\n" + runs_markdown(runs["runs"]), encoding="utf-8")
     return {"png": png, "markdown": md}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, required=True, help="folder for accuracy.png and runs.md")
-    parser.add_argument("--model", default="default", help="model name (default: %(default)s)")
-    parser.add_argument("--x", choices=("records", "event_time"), default="records", help="x axis")
-    parser.add_argument("--max-points", type=int, default=monitoring.DEFAULT_MAX_POINTS,
-                        help="points per series after downsampling (default: %(default)s)")
-    parser.add_argument("--dag-run-id", default=None, help="only this DAG run's slice")
-    parser.add_argument("--db-url", default=None, help="history database (default: RETRAIN_DB_URL / settings)")
-    args = parser.parse_args(argv)
-    if not 10 <= args.max_points <= 20_000:
-        parser.error("--max-points must be between 10 and 20000")
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-    settings = get_settings()
-    if args.db_url:
-        settings = settings.with_overrides(db_url=args.db_url)
-    paths = write_report(args.out, settings=settings, model_name=args.model, x_axis=args.x,
-                         max_points=args.max_points, dag_run_id=args.dag_run_id)
-    for kind, path in paths.items():
-        print(f"{kind}: {path}")
-    return 0
+def runs_markdown(runs: Sequence[Mapping[str, Any]]) -> str:
+    """The runs table as GitHub-flavoured markdown (the report's ``runs.md``)."""
+    header = ["DAG run", "kind", "start", "duration (s)", "records", "records/s", "offsets from", "offsets to",
+              "stop reason", "checkpoint", "status", "window acc."]
 
+    def cell(value: Any) -> str:
+        if value is None:
+            return ""
+        if isinstance(value, float):
+            return f"{value:.4g}" if abs(value) < 1 else f"{value:,.1f}"
+        return str(value).replace("|", "\\|").replace("\n", " ")
 
-if __name__ == "__main__":
-    sys.exit(main())
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in runs:
+        dag_run = f"{r['dag_id']} / {r['dag_run_id']}" if r.get("dag_id") and r.get("dag_run_id") else r.get("dag_run_id") or r["run_id"]
+        values = [dag_run, r["kind"], r["started_at"], r["duration_s"], r["records"], r["records_per_s"],
+                  r["offsets_from"], r["offsets_to"], r["stop_reason"], (r["checkpoint_id"] or "")[:12] or None,
+                  r["status"], r["window_accuracy"]]
+        lines.append("| " + " | ".join(cell(v) for v in values) + " |")
+    return "\n".join(lines) + "\n"

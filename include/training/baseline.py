@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from include.history import db
-from include.kafka.clients import base_config, redact
+from include.kafka.clients import KafkaClients
 from include.kafka.reader import BoundedReader
 from include.schema import load_schema
 from include.settings import Settings, get_settings
@@ -95,14 +95,14 @@ def train_baseline(
     if epochs < 1 or batch_size < 1 or (max_records is not None and max_records < 1):
         raise ValueError("epochs, batch_size and max_records must be positive")
     started = time.perf_counter()
-    schema = load_schema(settings.schema)
+    schema = load_schema(settings.schema_name)
     sessions = db.session_factory(settings.db_url)
     run_id = uuid.uuid4().hex
-    base = base_config(settings, use_airflow=use_airflow)
-    log.info("Kafka client configuration: %s", redact(base))
+    clients = KafkaClients(settings, use_airflow=use_airflow)
+    log.info("Kafka client configuration: %s", clients.describe())
     group = f"{settings.consumer_group}.baseline"
     # start_offsets={} means every partition from its earliest offset, whatever any group committed.
-    reader = BoundedReader(base, settings.topic, group, start_offsets={}, stream_timeout_s=settings.stream_timeout_s,
+    reader = BoundedReader(clients, settings.topic, group, start_offsets={}, stream_timeout_s=settings.stream_timeout_s,
                            max_records=max_records)
     run = {
         "run_id": run_id, "kind": KIND, "model_name": model_name, "dag_id": dag_id, "dag_run_id": dag_run_id,
@@ -199,30 +199,3 @@ def _fit(schema, x_train, y_train, x_held, y_held, *, epochs: int, batch_size: i
     train = float(model.evaluate(x_train, y_train, batch_size=4096, verbose=0, return_dict=True)["accuracy"])
     return {"heldout_accuracy": held, "train_accuracy": train,
             "epoch_train_accuracy": [round(float(a), 5) for a in history.history["accuracy"]]}
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-    import json
-
-    parser = argparse.ArgumentParser(prog="python -m include.training.baseline", description="Train and record a batch baseline.")
-    parser.add_argument("--topic")
-    parser.add_argument("--schema")
-    parser.add_argument("--model-name", default="default")
-    parser.add_argument("--max-records", type=int, default=1_000_000)
-    parser.add_argument("--epochs", type=int, default=20)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    changes: dict[str, Any] = {}
-    if args.topic:
-        changes["topic"] = args.topic
-    if args.schema:
-        changes["schema"] = args.schema
-    settings = get_settings().with_overrides(**changes)
-    print(json.dumps(train_baseline(settings, model_name=args.model_name, max_records=args.max_records,
-                                    epochs=args.epochs), indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

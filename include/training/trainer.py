@@ -40,7 +40,7 @@ import numpy as np
 
 from include import faults
 from include.history import db
-from include.kafka.clients import base_config, ensure_topic, producer_config, redact
+from include.kafka.clients import KafkaClients
 from include.kafka.reader import BoundedReader, Message, OffsetError
 from include.schema import CsvSchema, load_schema
 from include.settings import Settings, get_settings
@@ -51,12 +51,6 @@ PROGRESS_EVERY_S = 5.0
 # Also checkpoint once this many mini-batches' history rows are pending: they are held in memory and in the
 # checkpoint until it is durable, so a time-only cadence would make memory grow with throughput.
 CHECKPOINT_EVERY_BATCHES = 2_000
-
-
-def _topic_exists(base: Mapping[str, Any], topic: str) -> bool:
-    from include.kafka.clients import admin_client
-
-    return topic in admin_client(base).list_topics(timeout=30).topics
 
 
 class TrainerBusy(RuntimeError):
@@ -146,8 +140,8 @@ def trainer_lock(directory: Path) -> Iterator[None]:
 class _DeadLetters:
     """Poison messages to the dead-letter topic, flushed before the offsets move past them."""
 
-    def __init__(self, base: Mapping[str, Any], topic: str, source_topic: str) -> None:
-        self.base, self.topic, self.source_topic = base, topic, source_topic
+    def __init__(self, clients: KafkaClients, topic: str, source_topic: str) -> None:
+        self.clients, self.topic, self.source_topic = clients, topic, source_topic
         self._producer = None
         self.count = 0
         self.errors: list[str] = []
@@ -157,11 +151,9 @@ class _DeadLetters:
             self.errors.append(str(err))
 
     def send(self, message: Message, reason: str) -> None:
-        from confluent_kafka import Producer
-
         if self._producer is None:
-            ensure_topic(self.base, self.topic)
-            self._producer = Producer({**producer_config(self.base), "on_delivery": self._delivered})
+            self.clients.ensure_topic(self.topic)
+            self._producer = self.clients.producer(on_delivery=self._delivered)
         value = json.dumps(
             {"topic": self.source_topic, "partition": message.partition, "offset": message.offset, "reason": reason,
              "value": (message.value or b"")[:1000].decode("utf-8", "replace")}
@@ -195,7 +187,7 @@ class Trainer:
         self.settings, self.options, self.kind = settings, options, kind
         self.use_airflow, self.dag_id, self.dag_run_id = use_airflow, dag_id, dag_run_id
         self.run_id = uuid.uuid4().hex
-        self.schema: CsvSchema = load_schema(settings.schema)
+        self.schema: CsvSchema = load_schema(settings.schema_name)
         self.directory = Path(settings.checkpoint_dir) / options.model_name
         self.sessions = db.session_factory(settings.db_url)
         self.drift = None  # the DriftMonitor, made with the learner
@@ -233,19 +225,19 @@ class Trainer:
             self._close_stale_runs()
             store = CheckpointStore(self.directory, keep=options.keep_checkpoints, fault_hook=faults.reached)
             loaded = store.load_latest()
-            base = base_config(settings, use_airflow=self.use_airflow)
-            log.info("Kafka client configuration: %s", redact(base))
+            clients = KafkaClients(settings, use_airflow=self.use_airflow)
+            log.info("Kafka client configuration: %s", clients.describe())
             meta = loaded.meta if loaded is not None else {}
             if loaded is not None:
-                self._finish_predecessor(loaded, base)
+                self._finish_predecessor(loaded, clients)
             reader = BoundedReader(
-                base, settings.topic, settings.consumer_group,
+                clients, settings.topic, settings.consumer_group,
                 start_offsets=_int_offsets(meta.get("offsets")) if loaded is not None else None,
                 stream_timeout_s=settings.stream_timeout_s, max_records=options.max_records,
                 max_seconds=options.max_seconds, expected_topic_id=meta.get("topic_id"),
             )
             try:
-                if loaded is None and not _topic_exists(base, settings.topic):
+                if loaded is None and not clients.topic_exists(settings.topic):
                     log.info("topic %s does not exist yet and there is no checkpoint: nothing to train", settings.topic)
                     return TrainSummary(run_id=self.run_id, status="success", stop_reason="nothing_new")
                 plan = reader.open()
@@ -264,7 +256,7 @@ class Trainer:
                 else:
                     self._write_history([], None, self._run_row(summary, ended=False))
                     try:
-                        self._train(reader, plan, store, loaded, summary, base)
+                        self._train(reader, plan, store, loaded, summary, clients)
                     except BaseException as exc:
                         summary.status = "failed"
                         self._write_history([], None, {**self._run_row(summary, ended=True), "message": str(exc)[:2000]})
@@ -278,13 +270,13 @@ class Trainer:
     def _log_plan(self, plan, loaded) -> None:
         log.info("reading %s from %s to end offsets %s (%d records available)", plan.topic, plan.start, plan.end, plan.available)
 
-    def _finish_predecessor(self, loaded, base) -> None:
+    def _finish_predecessor(self, loaded, clients: KafkaClients) -> None:
         """Write the history rows and commit the offsets the newest checkpoint carries (idempotent)."""
         meta = loaded.meta
         self._write_history(meta.get("history", []), self._checkpoint_row(meta), None, meta.get("drift_events", []))
-        from confluent_kafka import Consumer, TopicPartition
+        from confluent_kafka import TopicPartition
 
-        consumer = Consumer({**base, "group.id": self.settings.consumer_group, "enable.auto.commit": False})
+        consumer = clients.consumer(self.settings.consumer_group, role="offsets")
         try:
             offsets = _int_offsets(meta.get("offsets"))
             committed = {tp.partition: tp.offset for tp in consumer.committed(
@@ -352,7 +344,7 @@ class Trainer:
             learner = IncrementalLearner(model, LearnerConfig(**config))
         return model, learner
 
-    def _train(self, reader: BoundedReader, plan, store, loaded, summary: TrainSummary, base) -> None:
+    def _train(self, reader: BoundedReader, plan, store, loaded, summary: TrainSummary, clients: KafkaClients) -> None:
         from include.training.drift import DriftConfig, DriftMonitor
         from include.training.decode import decode_batch
         from include.training.model import configure_tensorflow
@@ -369,7 +361,7 @@ class Trainer:
         progress = _Progress(next_offsets=dict(plan.start), records_total=int(meta.get("records_total", 0)),
                              durable_offsets=dict(plan.start))
         expected_seq = int(meta["seq"]) if loaded is not None else None
-        dead = _DeadLetters(base, self.settings.dlq_topic, self.settings.topic)
+        dead = _DeadLetters(clients, self.settings.dlq_topic, self.settings.topic)
         per_call = self.settings.batch_messages * self.options.chunk_batches
         last_log = last_ckpt = time.monotonic()
         t0 = time.perf_counter()
@@ -417,7 +409,7 @@ class Trainer:
             pending.clear()
 
         if self.options.reader == "tfio":
-            batches = tfio_batches(base, self.settings, plan, reader)
+            batches = tfio_batches(clients, self.settings, plan, reader)
         else:
             # Read ahead in a thread, so reading overlaps decoding, training and history writes.
             batches = _Prefetch(reader.batches(self.settings.batch_messages), max_items=4 * self.options.chunk_batches)
@@ -582,7 +574,7 @@ class _Prefetch:
             raise RuntimeError("the reader thread did not stop within 120 s")
 
 
-def tfio_batches(base: Mapping[str, Any], settings: Settings, plan, reader: BoundedReader) -> Iterator[list[Message]]:
+def tfio_batches(clients: KafkaClients, settings: Settings, plan, reader: BoundedReader) -> Iterator[list[Message]]:
     """Mini-batches from tensorflow-io's ``KafkaBatchIODataset``, the seed's reader.
 
     What it guarantees, and what it does not: the dataset follows the consumer group, not explicit offsets,
@@ -594,21 +586,15 @@ def tfio_batches(base: Mapping[str, Any], settings: Settings, plan, reader: Boun
     mid-run is still safe (the next run re-commits the checkpoint's offsets), but per-mini-batch history
     rows carry no offsets and are keyed by run, so a retried run adds rows rather than replacing them.
     """
-    import tensorflow_io as tfio
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import TopicPartition
 
     if len(plan.start) != 1:
         raise ValueError("the tfio reader supports single-partition topics only; use the confluent reader")
     (partition,) = plan.start
     # Start exactly at the checkpoint: tfio starts from the group's committed offset.
     reader.commit(plan.start)
-    extra = [f"{k}={v}" for k, v in base.items() if k != "bootstrap.servers" and isinstance(v, (str, int, float, bool))]
-    dataset = tfio.experimental.streaming.KafkaBatchIODataset(
-        topics=[settings.topic], group_id=settings.consumer_group, servers=base["bootstrap.servers"],
-        stream_timeout=int(settings.stream_timeout_s * 1000),
-        configuration=["session.timeout.ms=7000", "max.poll.interval.ms=8000", "auto.offset.reset=earliest",
-                       "isolation.level=read_committed", f"batch.num.messages={settings.batch_messages}", *extra],
-    )
+    dataset = clients.tfio_batch_dataset(settings.topic, settings.consumer_group,
+                                         batch_messages=settings.batch_messages, stream_timeout_s=settings.stream_timeout_s)
     for mini in dataset:
         values = [v for v, _k in mini.batch(max(settings.batch_messages, 1) * 100).take(1).as_numpy_iterator()]
         if not values:
@@ -617,7 +603,7 @@ def tfio_batches(base: Mapping[str, Any], settings: Settings, plan, reader: Boun
         reader.records += len(batch)
         yield batch
     # Where tfio got to: the group's committed offset (it read to the stream timeout, so this is the end).
-    probe = Consumer({**base, "group.id": settings.consumer_group, "enable.auto.commit": False})
+    probe = clients.consumer(settings.consumer_group, role="offsets")
     try:
         committed = probe.committed([TopicPartition(settings.topic, partition)], timeout=30)[0].offset
     finally:
@@ -631,49 +617,3 @@ def train(settings: Settings | None = None, options: TrainOptions | None = None,
     """Run one bounded training task; see the module docstring."""
     return Trainer(settings or get_settings(), options or TrainOptions(), use_airflow=use_airflow, dag_id=dag_id,
                    dag_run_id=dag_run_id).run()
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-    import sys
-
-    parser = argparse.ArgumentParser(prog="python -m include.training.trainer", description="Run one bounded training task.")
-    parser.add_argument("--topic")
-    parser.add_argument("--schema")
-    parser.add_argument("--model-name", default="default")
-    parser.add_argument("--mode", choices=["seed", "replay"], default="seed")
-    parser.add_argument("--reader", choices=["confluent", "tfio"], default="confluent")
-    parser.add_argument("--max-records", type=int)
-    parser.add_argument("--max-seconds", type=float)
-    parser.add_argument("--checkpoint-every-s", type=float, default=60.0)
-    parser.add_argument("--stream-timeout-s", type=float)
-    parser.add_argument("--chunk-batches", type=int, default=64, help="mini-batches per compiled call")
-    parser.add_argument("--drift", choices=["none", "shrink", "retrain"], default="none",
-                        help="reaction to a detected drift (detection always runs)")
-    parser.add_argument("--drift-detector", choices=["ewma", "page_hinkley"], default="ewma",
-                        help="what watches the prequential error for drift (see include.training.drift)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = get_settings()
-    changes: dict[str, Any] = {}
-    if args.topic:
-        changes.update(topic=args.topic, dlq_topic=f"{args.topic}.dlq")
-    if args.schema:
-        changes["schema"] = args.schema
-    if args.stream_timeout_s is not None:
-        changes["stream_timeout_s"] = args.stream_timeout_s
-    options = TrainOptions(model_name=args.model_name, mode=args.mode, reader=args.reader, max_records=args.max_records,
-                           max_seconds=args.max_seconds, checkpoint_every_s=args.checkpoint_every_s,
-                           chunk_batches=args.chunk_batches, drift=args.drift,
-                           drift_detector=args.drift_detector)
-    try:
-        summary = train(settings.with_overrides(**changes), options)
-    except (TrainerBusy, OffsetError) as exc:
-        print(f"training failed: {exc}", file=sys.stderr)
-        return 3 if isinstance(exc, TrainerBusy) else 4
-    print(json.dumps(summary.as_dict(), indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

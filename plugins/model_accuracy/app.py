@@ -25,7 +25,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
 from airflow.api_fastapi.core_api.security import requires_access_dag
-from include.monitoring import queries as monitoring
+from include import monitoring
+from include.history.db import HistoryNotReady
 from include.settings import get_settings
 
 HERE = Path(__file__).resolve().parent
@@ -69,6 +70,12 @@ def _sessions():
 @app.exception_handler(SQLAlchemyError)
 async def _database_unavailable(request: Request, exc: SQLAlchemyError) -> JSONResponse:
     return JSONResponse({"detail": f"history database unavailable: {type(exc).__name__}"}, status_code=503)
+
+
+@app.exception_handler(HistoryNotReady)
+async def _database_not_ready(request: Request, exc: HistoryNotReady) -> JSONResponse:
+    """The plugin only reads: until a writer has created the database, say what creates it."""
+    return JSONResponse({"detail": str(exc)}, status_code=503)
 
 
 @app.exception_handler(StarletteHTTPException)

@@ -82,8 +82,8 @@ def settings_for(env: Mapping[str, str]):
 
 def ingest_cli(env: Mapping[str, str], files: Sequence[Path], fault: str | None = None,
                timeout: float = 300) -> subprocess.CompletedProcess:
-    """``python -m include.ingest.files FILES`` as a real process (SIGKILLed at ``fault``, if given)."""
-    return subprocess.run([sys.executable, "-m", "include.ingest.files", *map(str, files)], env=process_env(env, fault),
+    """``python -m include ingest FILES`` as a real process (SIGKILLed at ``fault``, if given)."""
+    return subprocess.run([sys.executable, "-m", "include", "ingest", *map(str, files)], env=process_env(env, fault),
                           capture_output=True, text=True, timeout=timeout, cwd=PROJECT)
 
 

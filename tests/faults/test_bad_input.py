@@ -18,8 +18,8 @@ from confluent_kafka import Producer
 from sqlalchemy import inspect, select
 
 from include.history import db
-from include.ingest.files import IngestError, ingest_files
-from include.kafka.clients import ensure_topic
+from include.ingest.errors import IngestError
+from include.ingest.interval import ingest_files
 from tests.faults.helpers import (
     HEADER,
     PROJECT,
@@ -34,7 +34,7 @@ from tests.faults.helpers import (
     train_in_process,
     write_csv,
 )
-from tests.support import read_topic
+from tests.support import create_topic, read_topic
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 
@@ -190,7 +190,7 @@ POISON = [
 def test_poison_messages_are_dead_lettered_and_every_offset_trained_once(tmp_path, kafka_bootstrap, topic,
                                                                          fault_row):
     good = drone_rows(1000)
-    ensure_topic({"bootstrap.servers": kafka_bootstrap}, topic)
+    create_topic(kafka_bootstrap, topic)
     producer = Producer({"bootstrap.servers": kafka_bootstrap, "acks": "all", "enable.idempotence": True})
     poison_at = {}
     offset = 0

@@ -11,7 +11,9 @@ import threading
 import pytest
 from confluent_kafka import KafkaException
 
-from include.ingest.files import IngestError, ingest_files
+from include.ingest.errors import IngestError
+
+from include.ingest.interval import ingest_files
 from include.kafka.reader import OffsetError
 from tests.faults.helpers import (
     check_history,

@@ -12,8 +12,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
-from include.ingest.files import ingest_files
-from include.kafka.clients import ensure_topic
+from include.ingest.interval import ingest_files
 from include.kafka.reader import OffsetError
 from tests.faults.helpers import (
     PROJECT,
@@ -33,7 +32,7 @@ from tests.faults.helpers import (
     wait_for,
     write_csv,
 )
-from tests.support import TrainerProcess, end_offset, process_env
+from tests.support import TrainerProcess, create_topic, end_offset, process_env
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 
@@ -118,7 +117,7 @@ def _recreate(bootstrap: str, topic: str, rows: list[str]) -> None:
     deadline = time.monotonic() + 60
     while True:
         try:
-            ensure_topic({"bootstrap.servers": bootstrap}, topic)
+            create_topic(bootstrap, topic)
             break
         except KafkaException:  # still being deleted
             if time.monotonic() > deadline:

@@ -10,7 +10,9 @@ import json
 
 import pytest
 
-from include.ingest.files import control_topic, ingest_files
+from include.ingest.interval import ingest_files
+
+from include.ingest.markers import control_topic
 from tests.faults.helpers import (
     BATCH,
     check_history,

@@ -16,8 +16,8 @@ import pytest
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from include.ingest.files import ingest_files
-from include.kafka.clients import base_config, consumer_config, producer_config, redact
+from include.ingest.interval import ingest_files
+from include.kafka.clients import KafkaClients, redact
 from tests.faults.helpers import (
     PROJECT,
     check_history,
@@ -51,21 +51,21 @@ def test_sasl_settings_reach_the_clients_unchanged_and_are_masked_in_logs(tmp_pa
     # Outside Airflow: KAFKA_CONFIG_JSON, passed through untouched to producer, consumer and admin client.
     env = env_for(tmp_path / "state", running_broker.sasl_bootstrap, topic, KAFKA_CONFIG_JSON=json.dumps(sasl))
     settings = settings_for(env)
-    base = base_config(settings)
-    assert base == {"bootstrap.servers": running_broker.sasl_bootstrap, **sasl}
-    assert all(producer_config(base, transactional_id="x")[k] == v for k, v in sasl.items())
-    assert all(consumer_config(base, group_id="g")[k] == v for k, v in sasl.items())
-    assert redact(base)["sasl.password"] == "***"
+    clients = KafkaClients(settings)
+    assert clients.config == {"bootstrap.servers": running_broker.sasl_bootstrap, **sasl}
+    assert all(clients.producer_config(transactional_id="x")[k] == v for k, v in sasl.items())
+    assert all(clients.consumer_config("g")[k] == v for k, v in sasl.items())
+    assert redact(clients.config)["sasl.password"] == "***"
     first, second = drone_rows(600), drone_rows(400, start=600)
     ingest_files([write_csv(tmp_path / "landing" / "observations_2026-01-05.csv", first)], settings=settings)
 
-    # Inside Airflow: the kafka_default Connection's extra, through the provider's hook; the plain
+    # Inside Airflow: the kafka_default Connection's extra, through Airflow's connection API; the plain
     # bootstrap setting points nowhere, so only the Connection can have been used.
     monkeypatch.setenv("AIRFLOW_CONN_KAFKA_DEFAULT", json.dumps(
         {"conn_type": "kafka", "extra": {"bootstrap.servers": running_broker.sasl_bootstrap, **sasl}}))
     monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow"))
     no_kafka = settings.with_overrides(kafka_bootstrap_servers="127.0.0.1:1", kafka_extra_config={})
-    assert base_config(no_kafka, use_airflow=True) == {"bootstrap.servers": running_broker.sasl_bootstrap, **sasl}
+    assert KafkaClients(no_kafka, use_airflow=True).config == {"bootstrap.servers": running_broker.sasl_bootstrap, **sasl}
     result = ingest_files([write_csv(tmp_path / "landing" / "observations_2026-01-06.csv", second)],
                           settings=no_kafka, use_airflow=True)
     assert result.files[0].status == "committed"

@@ -15,7 +15,7 @@ import uuid
 import pytest
 from sqlalchemy.exc import DBAPIError
 
-from include.ingest.files import ingest_files
+from include.ingest.interval import ingest_files
 from tests.faults.helpers import (
     check_history,
     check_topic,

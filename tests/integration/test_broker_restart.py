@@ -8,8 +8,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from include.kafka.clients import ensure_topic
-from tests.support import Broker, unique
+from tests.support import Broker, create_topic, unique
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +25,7 @@ def own_broker(tmp_path):
 def test_restart_keeps_topics_and_committed_offsets(own_broker):
     base = {"bootstrap.servers": own_broker.bootstrap}
     topic, group = unique("restart"), unique("g")
-    ensure_topic(base, topic)
+    create_topic(own_broker.bootstrap, topic)
     producer = Producer({**base, "acks": "all"})
     for i in range(500):
         producer.produce(topic, value=str(i).encode())

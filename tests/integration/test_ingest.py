@@ -11,13 +11,14 @@ import pytest
 from sqlalchemy import select
 
 from include.history import db
-from include.ingest.files import IngestError, control_topic, ingest_files
+from include.ingest.errors import IngestError
+from include.ingest.interval import ingest_files
+from include.ingest.markers import control_topic
 from include.settings import settings_from_env
-from tests.support import PROJECT, read_topic, shared_data_dir
+from tests.support import BLOG_FILE, PROJECT, read_topic
 
 pytestmark = pytest.mark.integration
 
-BLOG_FILE = shared_data_dir() / "drift_2weeks_V2.csv"
 HEADER = "observed_at,shop_id,shop_type,x,y,busy"
 
 
@@ -90,9 +91,7 @@ def test_each_bad_row_kind_is_quarantined_with_line_field_and_reason(tmp_path, k
     path = tmp_path / "observations_2026-01-05.csv"
     path.write_text(HEADER + "\n" + "\n".join(rows) + "\n")
     settings = _settings(tmp_path, kafka_bootstrap, topic)
-    import include.ingest.files as ingest_module
-
-    result = ingest_module.ingest_files([path], settings=settings)
+    result = ingest_files([path], settings=settings)
     assert (result.files[0].rows, result.files[0].bad) == (150, 1)
     assert len(read_topic(kafka_bootstrap, topic)) == 150
     quarantined = _quarantine(settings)
@@ -105,7 +104,8 @@ def test_each_bad_row_kind_is_quarantined_with_line_field_and_reason(tmp_path, k
 
 
 def test_oversized_line_is_quarantined_without_loading_it(tmp_path, kafka_bootstrap, topic):
-    from include.ingest.files import ingest_file, prepare
+    from include.ingest.interval import prepare
+    from include.ingest.transaction import ingest_file
     from include.schema import load_schema
 
     rows = _good_rows(200)
@@ -113,8 +113,9 @@ def test_oversized_line_is_quarantined_without_loading_it(tmp_path, kafka_bootst
     path = tmp_path / "observations_2026-01-05.csv"
     path.write_text(HEADER + "\n" + "\n".join(rows) + "\n")
     settings = _settings(tmp_path, kafka_bootstrap, topic)
-    base, sessions = prepare(settings, use_airflow=False)
-    result = ingest_file(path, settings=settings, schema=load_schema("drone"), base=base, sessions=sessions, max_line_bytes=10_000)
+    clients, sessions = prepare(settings, use_airflow=False)
+    result = ingest_file(path, settings=settings, schema=load_schema("drone"), clients=clients, sessions=sessions,
+                         max_line_bytes=10_000)
     assert (result.rows, result.bad) == (200, 1)
     (q,) = _quarantine(settings)
     assert q.line == 52 and ("long" in q.reason.lower() or "bytes" in q.reason.lower()), q.reason
@@ -183,7 +184,7 @@ def _cli(tmp_path, bootstrap, topic, files, fault=None):
            "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "RETRAIN_TOPIC": topic}
     if fault:
         env["RETRAIN_FAULT_POINT"] = fault
-    return subprocess.run([sys.executable, "-m", "include.ingest.files", *map(str, files)], env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "include", "ingest", *map(str, files)], env=env, capture_output=True, text=True, timeout=300)
 
 
 @pytest.mark.parametrize("fault", ["ingest_mid_file:1", "ingest_before_commit", "ingest_after_commit"])

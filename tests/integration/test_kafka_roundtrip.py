@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from include.kafka.clients import ensure_topic
+
+from tests.support import create_topic
 
 pytestmark = pytest.mark.integration
 
@@ -14,8 +15,8 @@ N = 10_000
 
 def test_produce_consume_commit_and_read_committed_offsets(kafka_bootstrap, topic):
     base = {"bootstrap.servers": kafka_bootstrap}
-    assert ensure_topic(base, topic, partitions=1) is True
-    assert ensure_topic(base, topic, partitions=1) is False  # idempotent
+    assert create_topic(kafka_bootstrap, topic) is True
+    assert create_topic(kafka_bootstrap, topic) is False  # idempotent
 
     delivered, errors = [], []
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import pytest
 from confluent_kafka import Producer
 
-from include.kafka.clients import ensure_topic
+
+from tests.support import create_topic
 
 pytestmark = pytest.mark.integration
 
@@ -17,7 +18,7 @@ N = 1_050
 
 
 def test_kafka_batch_io_dataset_reads_every_message_in_mini_batches(kafka_bootstrap, topic):
-    ensure_topic({"bootstrap.servers": kafka_bootstrap}, topic)
+    create_topic(kafka_bootstrap, topic)
     producer = Producer({"bootstrap.servers": kafka_bootstrap, "acks": "all"})
     for i in range(N):
         producer.produce(topic, key=b"k", value=f"{i % 2},{i}".encode())

@@ -12,14 +12,12 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from sqlalchemy import select
 
 from include.history import db
-from include.kafka.clients import ensure_topic
 from include.monitoring.queries import kafka_status
 from include.settings import settings_from_env
-from tests.support import Runner, end_offset, ingest_blog_file, read_topic, shared_data_dir, unique
+from tests.support import BLOG_FILE, Runner, create_topic, end_offset, ingest_blog_file, read_topic, unique
 
 pytestmark = pytest.mark.integration
 
-BLOG_FILE = shared_data_dir() / "drift_2weeks_V2.csv"
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +136,7 @@ def test_group_offsets_moved_ahead_or_behind_are_ignored_in_favour_of_the_checkp
 
 def test_a_producer_writing_during_the_run_does_not_keep_it_alive(tmp_path, kafka_bootstrap):
     topic = unique("live")
-    ensure_topic({"bootstrap.servers": kafka_bootstrap}, topic)
+    create_topic(kafka_bootstrap, topic)
     rows = [line for line in BLOG_FILE.read_bytes().lstrip(b"\xef\xbb\xbf").split(b"\r\n") if line.count(b",") == 13]
     producer = Producer({"bootstrap.servers": kafka_bootstrap, "acks": "all", "linger.ms": 5})
     for row in rows:
@@ -185,7 +183,7 @@ def test_two_trainers_at_once_one_wins_the_other_fails_fast(tmp_path, kafka_boot
 
 def test_a_poison_message_is_dead_lettered_and_training_goes_on(tmp_path, kafka_bootstrap):
     topic = unique("poison")
-    ensure_topic({"bootstrap.servers": kafka_bootstrap}, topic)
+    create_topic(kafka_bootstrap, topic)
     rows = [line for line in BLOG_FILE.read_bytes().lstrip(b"\xef\xbb\xbf").split(b"\r\n") if line.count(b",") == 13][:1000]
     producer = Producer({"bootstrap.servers": kafka_bootstrap, "acks": "all"})
     for i, row in enumerate(rows):

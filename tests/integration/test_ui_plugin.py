@@ -26,7 +26,7 @@ import httpx
 import pytest
 
 from tests.history import write_history
-from tests.support import PROJECT, airflow_env, run_airflow, unique
+from tests.support import PROJECT, airflow_env, create_topic, run_airflow, unique
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -162,12 +162,10 @@ def kafka_state(kafka_bootstrap):
     and 3 dead letters: lag 6 + 6 = 12."""
     from confluent_kafka import Consumer, Producer, TopicPartition
 
-    from include.kafka.clients import ensure_topic
-
     topic, group = unique("ui-topic"), unique("ui-group")
     base = {"bootstrap.servers": kafka_bootstrap}
-    ensure_topic(base, topic, partitions=2)
-    ensure_topic(base, f"{topic}.dlq", partitions=1)
+    create_topic(kafka_bootstrap, topic, partitions=2)
+    create_topic(kafka_bootstrap, f"{topic}.dlq")
     producer = Producer(base)
     for i in range(10):
         producer.produce(topic, b"m%d" % i, partition=0)

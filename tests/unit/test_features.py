@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import random
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from include.demo.reference import BLOG_FILE
 from include.training.decode import decode_batch, raw_layout, raw_width
 from include.schema import load_schema, schema_from_dict
 
-BLOG_FILE = Path("/work/shared/data/drift_2weeks_V2.csv")
 GOOD_BLOG = b"1,19,10,1,1,1,60,9,2,1,65,9,18,236"  # the file's first row, BOM removed
 
 
@@ -260,7 +259,6 @@ def test_mixed_batch_keeps_order(blog):
     np.testing.assert_array_equal(d.y, np.array(expected, dtype=np.float32)[:, blog.label_index])
 
 
-@pytest.mark.skipif(not BLOG_FILE.is_file(), reason="the blog author's data file is not present")
 def test_blog_file_matches_plain_parsing(blog):
     lines = [line for line in BLOG_FILE.read_bytes().split(b"\r\n") if line]
     d = decode_batch(blog, lines)

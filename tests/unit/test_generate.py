@@ -181,13 +181,3 @@ def test_bad_arguments_are_refused(tmp_path, kwargs, message):
     arguments = {"start": START, "end": START, "out_dir": tmp_path, **kwargs}
     with pytest.raises(ValueError, match=message):
         generate_range(**arguments)
-
-
-def test_command_line(tmp_path, capsys):
-    out = tmp_path / "landing"
-    code = generate.main(["--start", "2026-01-05", "--end", "2026-01-06", "--out", str(out), "--seed", "3",
-                          "--drift-from", "2026-01-06", "--shops", "20", "--noise", "0.01"])
-    assert code == 0
-    assert "2 files, 960 rows" in capsys.readouterr().out
-    meta = json.loads((out / "observations_2026-01-06.meta.json").read_text())
-    assert (meta["seed"], meta["shops"], meta["noise"], meta["drift"]) == (3, 20, 0.01, True)

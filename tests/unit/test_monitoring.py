@@ -1,4 +1,4 @@
-"""Tests for include.monitoring.queries, the Model accuracy plugin's API and the report CLI.
+"""Tests for include.monitoring, the Model accuracy plugin's API and the report CLI.
 
 A real SQLite history database holds generated runs (tests/history.py); the plugin app is driven with
 FastAPI's TestClient. Authorization is overridden for the API tests; the anonymous tests run without any
@@ -15,7 +15,8 @@ import time
 import numpy as np
 import pytest
 
-from include.monitoring import queries as monitoring
+from include import monitoring
+from include.monitoring.report import runs_markdown
 from include.settings import Settings
 from tests.history import EVENT_T0_MS, write_history
 from tests.support import PROJECT
@@ -247,7 +248,7 @@ def test_format_offsets(offsets, text):
 def test_runs_markdown_escapes_cells(sessions):
     runs = monitoring.list_runs(sessions)["runs"]
     runs[0] = {**runs[0], "stop_reason": "a|b"}
-    lines = monitoring.runs_markdown(runs).splitlines()
+    lines = runs_markdown(runs).splitlines()
     assert lines[0].startswith("| DAG run |") and len(lines) == 2 + len(runs)
     assert "a\\|b" in lines[2]
 
@@ -362,7 +363,7 @@ def test_sql_looking_values_are_just_values(client):
 def test_report_cli_writes_png_and_markdown(history, tmp_path):
     out = tmp_path / "report"
     result = subprocess.run(
-        [sys.executable, "-m", "include.monitoring.report", "--out", str(out), "--db-url", history.url],
+        [sys.executable, "-m", "include", "report", "--out", str(out), "--db-url", history.url],
         cwd=PROJECT, capture_output=True, text=True, timeout=180,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -378,6 +379,6 @@ def test_report_cli_writes_png_and_markdown(history, tmp_path):
 
 
 def test_report_cli_validates_arguments(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "include.monitoring.report", "--out", str(tmp_path), "--max-points", "1"],
+    result = subprocess.run([sys.executable, "-m", "include", "report", "--out", str(tmp_path), "--max-points", "1"],
                             cwd=PROJECT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "--max-points" in result.stderr

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import io
-import os
 import tracemalloc
 from datetime import datetime, timezone
-from pathlib import Path
 
 import pytest
 
+from include.demo.reference import BLOG_FILE
 from include.schema import load_schema, schema_from_dict
 from include.ingest.validate import HeaderError, RowError, ValidRow, iter_rows, validate_file
 
@@ -31,14 +30,6 @@ NOTES = schema_from_dict(
         ],
     }
 )
-
-
-def _shared_data() -> Path:
-    """The shared data folder: beside the project checkout, else where RETRAIN_SHARED_DATA points."""
-    beside = Path(__file__).resolve().parents[3] / "shared" / "data"
-    if beside.is_dir() or not os.environ.get("RETRAIN_SHARED_DATA"):
-        return beside
-    return Path(os.environ["RETRAIN_SHARED_DATA"])
 
 
 def _schema(name):
@@ -275,9 +266,7 @@ def test_oversized_line_is_skipped_in_bounded_memory():
 
 
 def test_blog_file_byte_for_byte():
-    path = _shared_data() / "drift_2weeks_V2.csv"
-    assert path.is_file(), f"the blog's data file is missing: {path} (set RETRAIN_SHARED_DATA to its folder)"
-    items = list(iter_rows(path, load_schema("blog_drift")))
+    items = list(iter_rows(BLOG_FILE, load_schema("blog_drift")))
     valid = [i for i in items if isinstance(i, ValidRow)]
     errors = [i for i in items if isinstance(i, RowError)]
     assert len(valid) == 11_199

@@ -1,0 +1,277 @@
+"""The command line: ``python -m include <command>``.
+
+Each command is a few lines that read options, build the settings and call one function of a stage package; the
+work and its rules live there. Results go to stdout (JSON where a program may read them), logs to stderr. A
+failure the user can act on is one line on stderr, ``error: ...``, and a non-zero exit code; ``--debug`` shows the
+traceback as well. Heavy imports (TensorFlow, Kafka, SQLAlchemy) happen inside the commands, so ``--help`` is
+instant.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import date
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Callable, Optional
+
+import typer
+
+app = typer.Typer(
+    name="python -m include",
+    help="Streaming model retraining on Airflow: ingest CSV into Kafka, train incrementally, report.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+_state = {"debug": False}
+
+
+class Mode(str, Enum):
+    seed = "seed"
+    replay = "replay"
+
+
+class Reader(str, Enum):
+    confluent = "confluent"
+    tfio = "tfio"
+
+
+class DriftReaction(str, Enum):
+    none = "none"
+    shrink = "shrink"
+    retrain = "retrain"
+
+
+class DriftDetector(str, Enum):
+    ewma = "ewma"
+    page_hinkley = "page_hinkley"
+
+
+class XAxis(str, Enum):
+    records = "records"
+    event_time = "event_time"
+
+
+class DemoStep(str, Enum):
+    prepare = "prepare"
+    wait = "wait"
+    table = "table"
+
+
+@app.callback()
+def _main(debug: Annotated[bool, typer.Option("--debug", help="show tracebacks of errors")] = False) -> None:
+    _state["debug"] = debug
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+# Errors a user can act on, with the exit code each gives. Anything else is unexpected (exit 70).
+def _known_errors() -> dict[type[BaseException], int]:
+    from confluent_kafka import KafkaException
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from include.ingest.errors import IngestError
+    from include.kafka.clients import KafkaConfigError
+    from include.kafka.reader import OffsetError
+    from include.schema import SchemaError
+    from include.settings import SettingsError
+    from include.training.trainer import TrainerBusy
+
+    return {SettingsError: 2, SchemaError: 2, KafkaConfigError: 2, FileNotFoundError: 2, IngestError: 1,
+            TrainerBusy: 3, OffsetError: 4, KafkaException: 5, SQLAlchemyError: 5}
+
+
+def _run(work: Callable[[], Any]) -> Any:
+    """Run a command's work; known failures become one ``error:`` line and their exit code."""
+    try:
+        return work()
+    except (typer.Exit, typer.BadParameter):  # the command line's own answers (usage errors exit 2)
+        raise
+    except Exception as exc:  # noqa: BLE001 - every failure ends as one line, unless --debug
+        if _state["debug"]:
+            raise
+        codes = _known_errors()
+        code = next((c for kind, c in codes.items() if isinstance(exc, kind)), None)
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if code is None:
+            typer.echo(f"error: unexpected {type(exc).__name__}: {message} (rerun with --debug for details)", err=True)
+            raise typer.Exit(70) from None
+        typer.echo(f"error: {message}", err=True)
+        raise typer.Exit(code) from None
+
+
+def _settings(**changes: Any):
+    """The environment's settings with the given options (None = not given) applied."""
+    from include.settings import get_settings
+
+    settings = get_settings()
+    given = {k: v for k, v in changes.items() if v is not None}
+    if "topic" in given and "dlq_topic" not in given:
+        given["dlq_topic"] = f"{given['topic']}.dlq"
+    return settings.with_overrides(**given) if given else settings
+
+
+def _print_json(value: Any) -> None:
+    typer.echo(json.dumps(value, indent=2, default=str))
+
+
+TopicOpt = Annotated[Optional[str], typer.Option(help="the observations topic (default RETRAIN_TOPIC)")]
+SchemaOpt = Annotated[Optional[str], typer.Option(help="schema name or YAML/JSON path (default RETRAIN_SCHEMA)")]
+DbUrlOpt = Annotated[Optional[str], typer.Option(help="history database URL (default RETRAIN_DB_URL)")]
+ModelOpt = Annotated[str, typer.Option(help="model name: its own checkpoints and history curve")]
+
+
+@app.command(short_help="CSV files into Kafka, each valid row exactly once")
+def ingest(
+    files: Annotated[list[str], typer.Argument(help="CSV files (local paths or object-storage URLs)")],
+    topic: TopicOpt = None,
+    dlq_topic: Annotated[Optional[str], typer.Option(help="dead-letter topic (default <topic>.dlq)")] = None,
+    schema: SchemaOpt = None,
+    bootstrap_servers: Annotated[Optional[str], typer.Option(help="default KAFKA_BOOTSTRAP_SERVERS")] = None,
+    db_url: DbUrlOpt = None,
+    max_bad_fraction: Annotated[Optional[float], typer.Option(help="a file with more bad rows is refused whole")] = None,
+) -> None:
+    """Ingest CSV files into Kafka, each valid row exactly once; prints the result as JSON."""
+
+    def work() -> None:
+        from include.ingest.interval import ingest_files
+        from include.ingest.landing import as_path
+
+        settings = _settings(topic=topic, dlq_topic=dlq_topic, schema_name=schema, db_url=db_url,
+                             kafka_bootstrap_servers=bootstrap_servers, max_bad_fraction=max_bad_fraction)
+        _print_json(ingest_files([as_path(f) for f in files], settings=settings).as_dict())
+
+    _run(work)
+
+
+@app.command(short_help="one bounded training run from the last checkpoint")
+def train(
+    topic: TopicOpt = None,
+    schema: SchemaOpt = None,
+    model_name: ModelOpt = "default",
+    mode: Annotated[Mode, typer.Option(help="seed: the blog's single pass; replay: learns from recent rows")] = Mode.seed,
+    reader: Annotated[Reader, typer.Option(help="confluent (explicit offsets) or tfio (the blog's reader)")] = Reader.confluent,
+    max_records: Annotated[Optional[int], typer.Option(min=1, help="stop after this many records")] = None,
+    max_seconds: Annotated[Optional[float], typer.Option(min=0.001, help="stop after this long")] = None,
+    checkpoint_every_s: Annotated[float, typer.Option(min=0, help="checkpoint at least this often")] = 60.0,
+    stream_timeout_s: Annotated[Optional[float], typer.Option(help="stop after this long without a message")] = None,
+    chunk_batches: Annotated[int, typer.Option(min=1, help="mini-batches per compiled call")] = 64,
+    drift: Annotated[DriftReaction, typer.Option(help="reaction to a detected drift (detection always runs)")] = DriftReaction.none,
+    drift_detector: Annotated[DriftDetector, typer.Option(help="what watches the prequential error")] = DriftDetector.ewma,
+    db_url: DbUrlOpt = None,
+) -> None:
+    """Run one bounded training task from the last checkpoint; prints its summary as JSON."""
+
+    def work() -> None:
+        from include.training.trainer import TrainOptions, train as run_training
+
+        settings = _settings(topic=topic, schema_name=schema, stream_timeout_s=stream_timeout_s, db_url=db_url)
+        options = TrainOptions(model_name=model_name, mode=mode.value, reader=reader.value, max_records=max_records,
+                               max_seconds=max_seconds, checkpoint_every_s=checkpoint_every_s,
+                               chunk_batches=chunk_batches, drift=drift.value, drift_detector=drift_detector.value)
+        _print_json(run_training(settings, options).as_dict())
+
+    _run(work)
+
+
+@app.command(short_help="a fresh model on the whole topic (the chart's baseline)")
+def baseline(
+    topic: TopicOpt = None,
+    schema: SchemaOpt = None,
+    model_name: Annotated[str, typer.Option(help="the incremental model this baseline is drawn beside")] = "default",
+    max_records: Annotated[int, typer.Option(min=1, help="read at most this many records")] = 1_000_000,
+    epochs: Annotated[int, typer.Option(min=1, max=1000)] = 20,
+    db_url: DbUrlOpt = None,
+) -> None:
+    """Train a fresh model on the whole topic and record its held-out accuracy (the chart's baseline line)."""
+
+    def work() -> None:
+        from include.training.baseline import train_baseline
+
+        settings = _settings(topic=topic, schema_name=schema, db_url=db_url)
+        _print_json(train_baseline(settings, model_name=model_name, max_records=max_records, epochs=epochs))
+
+    _run(work)
+
+
+@app.command(short_help="the accuracy chart (PNG) and the runs (markdown)")
+def report(
+    out: Annotated[Path, typer.Option(help="folder for accuracy.png and runs.md")],
+    model: Annotated[str, typer.Option(help="model name")] = "default",
+    x: Annotated[XAxis, typer.Option(help="x axis")] = XAxis.records,
+    max_points: Annotated[int, typer.Option(min=10, max=20_000, help="points per series after downsampling")] = 2000,
+    dag_run_id: Annotated[Optional[str], typer.Option(help="only this DAG run's slice")] = None,
+    db_url: DbUrlOpt = None,
+) -> None:
+    """Write the Model accuracy chart (PNG) and the training runs (markdown) from the history database."""
+
+    def work() -> None:
+        from include.monitoring.report import write_report
+
+        paths = write_report(out, settings=_settings(db_url=db_url), model_name=model, x_axis=x.value,
+                             max_points=max_points, dag_run_id=dag_run_id)
+        for kind, path in paths.items():
+            typer.echo(f"{kind}: {path}")
+
+    _run(work)
+
+
+@app.command(short_help="demo observation files into the landing folder")
+def generate(
+    start: Annotated[str, typer.Option(help="first date, YYYY-MM-DD")],
+    end: Annotated[str, typer.Option(help="last date, inclusive")],
+    out: Annotated[Optional[Path], typer.Option(help="output folder (default RETRAIN_LANDING_DIR)")] = None,
+    seed: int = 7,
+    drift_from: Annotated[Optional[str], typer.Option(help="first drifted date, YYYY-MM-DD")] = None,
+    shops: Annotated[int, typer.Option(min=1)] = 100,
+    noise: Annotated[float, typer.Option(min=0.0, max=0.5, help="label flip probability")] = 0.05,
+) -> None:
+    """Generate demo observation files (one per day, with a .meta.json sidecar) into the landing folder."""
+
+    def work() -> None:
+        from include.demo.generate import bayes_accuracy, generate_range, read_meta
+
+        folder = out or Path(_settings().landing_dir)
+        paths = generate_range(_date(start, "--start"), _date(end, "--end"), folder, seed=seed, shops=shops,
+                               noise=noise, drift_from=_date(drift_from, "--drift-from") if drift_from else None)
+        rows = sum(read_meta(p)["rows"] for p in paths)
+        typer.echo(f"{len(paths)} files, {rows} rows in {folder}; Bayes-optimal accuracy {bayes_accuracy(paths):.4f}")
+
+    _run(work)
+
+
+@app.command(short_help="the main job behind `make run`")
+def demo(
+    step: Annotated[DemoStep, typer.Argument(help="prepare: demo data and the backfill (scheduler stopped); wait: "
+                                                  "until the runs are done, then the table; table: only the table")],
+    start: Annotated[str, typer.Option(help="the demo's first day, YYYY-MM-DD")] = "2026-01-05",
+    weeks: Annotated[int, typer.Option(min=1)] = 4,
+    drift_week: Annotated[int, typer.Option(min=0, help="the week the rule changes (0: no drift)")] = 3,
+    timeout_s: Annotated[float, typer.Option(min=1)] = 1800,
+) -> None:
+    """The main job behind `make run`: demo weeks through the real DAGs, then an accuracy table."""
+
+    def work() -> None:
+        from include.demo.main_job import run_step
+
+        typer.echo(run_step(step.value, _settings(), start=_date(start, "--start"), weeks=weeks,
+                            drift_week=drift_week or None, timeout_s=timeout_s), nl=False)
+
+    _run(work)
+
+
+def _date(text: str, option: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a date (YYYY-MM-DD)", param_hint=option) from None
+
+
+def main() -> None:
+    app()

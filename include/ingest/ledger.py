@@ -1,0 +1,85 @@
+"""The ingest ledger and the quarantine: what was ingested into which topic, and every bad row with its reason.
+
+One ``ingest_files`` row per (topic, file content), pending -> committed | rejected; one ``quarantined_rows`` row
+per (file content, line). All writes are idempotent upserts, so a retried file never leaves two rows.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any, Iterable
+
+from sqlalchemy import func, select, update
+
+from include.history import db
+from include.ingest.errors import IngestError
+from include.ingest.validate import RowError
+
+QUARANTINE_BATCH = 2_000
+
+
+class Ledger:
+    """The ledger rows of one topic, through a session factory on the migrated history database."""
+
+    def __init__(self, sessions, topic: str) -> None:
+        self.sessions, self.topic = sessions, topic
+
+    def get(self, sha: str) -> db.IngestedFile | None:
+        with self.sessions() as session:
+            return session.scalars(
+                select(db.IngestedFile).where(db.IngestedFile.topic == self.topic,
+                                              db.IngestedFile.content_sha256 == sha)
+            ).first()
+
+    def put(self, **row: Any) -> None:
+        row.setdefault("updated_at", db.utcnow())
+        with self.sessions.begin() as session:
+            db.upsert(session, db.IngestedFile, [{"topic": self.topic, **row}], keys=("topic", "content_sha256"))
+
+    def count_attempt(self, sha: str) -> None:
+        with self.sessions.begin() as session:
+            session.execute(
+                update(db.IngestedFile)
+                .where(db.IngestedFile.topic == self.topic, db.IngestedFile.content_sha256 == sha)
+                .values(attempts=db.IngestedFile.attempts + 1, updated_at=db.utcnow())
+            )
+
+    def newest_date(self) -> str | None:
+        """The newest file date with committed rows in this topic (ISO), or None."""
+        with self.sessions() as session:
+            return session.scalar(
+                select(func.max(db.IngestedFile.file_date)).where(
+                    db.IngestedFile.topic == self.topic, db.IngestedFile.status == "committed",
+                    db.IngestedFile.rows_valid > 0,
+                )
+            )
+
+    def refuse_out_of_order(self, name: str, day: date | None) -> None:
+        """Refuse a file dated before data already in the topic: it would put old observations after newer ones.
+
+        The model learns the stream in offset order, so a late week would be learned as if it came after the
+        newer ones. Retraining from scratch (a new topic and model name) is the deliberate way to include it.
+        """
+        newest = self.newest_date() if day is not None else None
+        if newest is not None and day.isoformat() < newest:
+            raise IngestError(
+                f"{name}: dated {day.isoformat()}, older than data already ingested into {self.topic} (newest {newest}); "
+                "ingesting it now would mix time orders in the stream the model learns from. To include it, retrain "
+                "from scratch: ingest all files into a new topic (RETRAIN_TOPIC) and train a new model name."
+            )
+
+    def quarantine(self, sha: str, file_name: str, errors: Iterable[RowError]) -> None:
+        """Record bad rows (idempotent per file content and line), in batches."""
+        batch: list[dict] = []
+        for err in errors:
+            batch.append({"topic": self.topic, "content_sha256": sha, "file_name": file_name, "line": err.line,
+                          "field": err.field, "reason": err.reason, "raw": err.raw})
+            if len(batch) >= QUARANTINE_BATCH:
+                self._upsert_quarantined(batch)
+                batch = []
+        self._upsert_quarantined(batch)
+
+    def _upsert_quarantined(self, rows: list[dict]) -> None:
+        if rows:
+            with self.sessions.begin() as session:
+                db.upsert(session, db.QuarantinedRow, rows, keys=("content_sha256", "line"))
