@@ -133,7 +133,24 @@ def accuracy_curve(
         if run_ids is not None:
             drift_query = drift_query.where(db.DriftEvent.run_id.in_(run_ids))
         drift_rows = session.scalars(drift_query.order_by(db.DriftEvent.seq).limit(MAX_DRIFT_EVENTS + 1)).all()
+    return {
+        "model_name": model_name,
+        "x_axis": x_axis,
+        "filter": {"dag_id": dag_id, "dag_run_id": dag_run_id},
+        "max_points": max_points,
+        "total_batches": int(len(curve.x)),
+        "series": _series(curve, max_points),
+        "runs": _runs(curve, run_rows),
+        "baseline": baseline,
+        "bayes_accuracy": bayes,
+        "drift_events": _drift_events(drift_rows[:MAX_DRIFT_EVENTS], x_axis),
+        "drift_events_truncated": len(drift_rows) > MAX_DRIFT_EVENTS,
+        "elapsed_ms": round((time.perf_counter() - started) * 1000, 1),
+    }
 
+
+def _series(curve: _Curve, max_points: int) -> dict[str, dict[str, list]]:
+    """Each series downsampled to ``max_points``, keeping the first and last point of every run's stretch."""
     boundaries = _run_boundaries(curve.run_codes)
     series: dict[str, dict[str, list]] = {}
     for name, values in curve.values.items():
@@ -147,7 +164,11 @@ def accuracy_curve(
             "y": [round(float(v), 5) for v in y[chosen]],
             "run": [int(v) for v in codes[chosen]],
         }
+    return series
 
+
+def _runs(curve: _Curve, run_rows: dict[str, Any]) -> list[dict[str, Any]]:
+    """The runs the curve's points come from (indexed by the series' ``run``), with their span on the x axis."""
     n_runs = len(curve.run_ids)
     counts = np.bincount(curve.run_codes, minlength=n_runs)
     x_min, x_max = np.full(n_runs, np.inf), np.full(n_runs, -np.inf)
@@ -166,9 +187,12 @@ def accuracy_curve(
             "x_min": int(x_min[code]),
             "x_max": int(x_max[code]),
         })
+    return runs
 
+
+def _drift_events(rows: list[db.DriftEvent], x_axis: XAxis) -> list[dict[str, Any]]:
     drift = []
-    for event in drift_rows[:MAX_DRIFT_EVENTS]:
+    for event in rows:
         x = event.seq if x_axis == "records" else event.event_time
         if x is None:
             continue
@@ -177,18 +201,4 @@ def accuracy_curve(
             "reaction": event.reaction, "accuracy_before": finite(event.accuracy_before),
             "accuracy_after": finite(event.accuracy_after), "batch_key": event.batch_key,
         })
-
-    return {
-        "model_name": model_name,
-        "x_axis": x_axis,
-        "filter": {"dag_id": dag_id, "dag_run_id": dag_run_id},
-        "max_points": max_points,
-        "total_batches": int(len(curve.x)),
-        "series": series,
-        "runs": runs,
-        "baseline": baseline,
-        "bayes_accuracy": bayes,
-        "drift_events": drift,
-        "drift_events_truncated": len(drift_rows) > MAX_DRIFT_EVENTS,
-        "elapsed_ms": round((time.perf_counter() - started) * 1000, 1),
-    }
+    return drift

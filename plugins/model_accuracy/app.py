@@ -9,7 +9,7 @@ bad tokens 403. The dependency is set on the app, so no route can be added witho
 routes (which would not get it) are off, and static files are served by a route of this app, not by a
 ``StaticFiles`` mount (a mount would not get it either).
 
-The queries live in :mod:`include.monitoring.queries`; this module only validates parameters and returns JSON.
+The queries live in :mod:`include.monitoring`; this module only validates parameters and returns JSON.
 """
 
 from __future__ import annotations
