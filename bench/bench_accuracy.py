@@ -154,7 +154,7 @@ def river_run(env: Env, topic: str, schema_name: str, batch_messages: int = 100,
         return None
     from include.training.decode import decode_batch, raw_layout
     from include.kafka.clients import KafkaClients
-    from include.training.learner import LearnerConfig
+    from include.training.learner_config import LearnerConfig
     from include.kafka.reader import BoundedReader
     from include.schema import load_schema
 
@@ -311,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
 def render(args, when, load_before, total, blog_runs, river_res, thr, gen_runs, bayes_phases, drift_start, visible,
            per_day, gd_rows, inc, inc_seed, base, nd_rows, preq_last_day, bayes_stable) -> list[str]:
     from include.training.drift import DriftConfig, make_detector
-    from include.training.learner import LearnerConfig
+    from include.training.learner_config import LearnerConfig
 
     cfg = LearnerConfig(mode="replay")
     raw_width = 13

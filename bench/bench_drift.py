@@ -59,7 +59,8 @@ class Stream:
 
 def learner_stream(schema, lines: list[bytes], mode: str, seed: int = 0) -> tuple[list[float], list[int]]:
     from include.training.decode import decode_batch
-    from include.training.learner import IncrementalLearner, LearnerConfig
+    from include.training.learner import IncrementalLearner
+    from include.training.learner_config import LearnerConfig
     from include.training.model import build_model
 
     decoded = decode_batch(schema, lines)

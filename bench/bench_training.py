@@ -72,7 +72,8 @@ def seed_loop(bootstrap: str, topic: str, records: int) -> dict:
     import tensorflow_io as tfio
 
     from include.training.decode import decode_batch
-    from include.training.learner import LearnerConfig, SeedLoop
+    from include.training.learner_config import LearnerConfig
+    from include.training.seed_loop import SeedLoop
     from include.training.model import build_model
     from include.schema import load_schema
 

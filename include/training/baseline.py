@@ -47,7 +47,7 @@ def split_rows(n: int, batch_messages: int, train_fraction: float) -> np.ndarray
         batch_messages: Rows per mini-batch (the last one may be shorter).
         train_fraction: The first ``floor(train_fraction * size)`` rows of each mini-batch train.
     """
-    from include.training.learner import LearnerConfig, split_sizes
+    from include.training.learner_config import LearnerConfig, split_sizes
 
     cfg = LearnerConfig(batch_messages=batch_messages, train_fraction=train_fraction,
                         window_size=max(1000, batch_messages))

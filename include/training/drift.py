@@ -360,7 +360,7 @@ class DriftMonitor:
         Returns:
             The learner's metrics (one per mini-batch) and the detections, in order.
         """
-        from include.training.learner import split_sizes
+        from include.training.learner_config import split_sizes
 
         sizes = split_sizes(len(y), learner.config.batch_messages, sizes)
         detections: list[Detection] = []

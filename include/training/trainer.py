@@ -312,7 +312,8 @@ class Trainer:
         }
 
     def _model_and_learner(self, loaded):
-        from include.training.learner import IncrementalLearner, LearnerConfig
+        from include.training.learner import IncrementalLearner
+        from include.training.learner_config import LearnerConfig
         from include.training.model import build_model
 
         options = self.options

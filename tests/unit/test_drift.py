@@ -186,7 +186,8 @@ def blog_schema():
 
 
 def small_learner(schema, **changes):
-    from include.training.learner import IncrementalLearner, LearnerConfig
+    from include.training.learner import IncrementalLearner
+    from include.training.learner_config import LearnerConfig
     from include.training.model import build_model
 
     # Not XLA-compiled: compiling costs more than these few mini-batches.
@@ -311,7 +312,8 @@ def generated(tmp_path, days, drift_from=None, seed=7):
 
 
 def replay_learner(schema, seed=0, mode="replay"):
-    from include.training.learner import IncrementalLearner, LearnerConfig
+    from include.training.learner import IncrementalLearner
+    from include.training.learner_config import LearnerConfig
     from include.training.model import build_model
 
     return IncrementalLearner(build_model(schema, seed=seed), LearnerConfig(mode=mode, seed=seed))
