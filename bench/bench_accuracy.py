@@ -310,7 +310,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def render(args, when, load_before, total, blog_runs, river_res, thr, gen_runs, bayes_phases, drift_start, visible,
            per_day, gd_rows, inc, inc_seed, base, nd_rows, preq_last_day, bayes_stable) -> list[str]:
-    from include.training.drift import DriftConfig, make_detector
+    from include.training.drift import DriftConfig
+    from include.training.drift_detectors import make_detector
     from include.training.learner_config import LearnerConfig
 
     cfg = LearnerConfig(mode="replay")

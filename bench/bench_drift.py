@@ -124,7 +124,7 @@ def cycle_streams() -> list[Stream]:
 
 def detect(name: str, stream: Stream) -> list[int]:
     """Rows read when ``name`` (defaults) fired, resetting after each detection as the trainer does."""
-    from include.training.drift import make_detector
+    from include.training.drift_detectors import make_detector
 
     det = make_detector(name)
     fired, rows = [], 0
@@ -137,7 +137,7 @@ def detect(name: str, stream: Stream) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from include.training.drift import DETECTORS
+    from include.training.drift_detectors import DETECTORS
     from include.training.model import configure_tensorflow
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -14,7 +14,8 @@ from datetime import date  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from include.training.drift import DETECTORS, DriftConfig, DriftMonitor, PageHinkley, detector_from_dict, make_detector  # noqa: E402
+from include.training.drift import DriftConfig, DriftMonitor  # noqa: E402
+from include.training.drift_detectors import DETECTORS, PageHinkley, detector_from_dict, make_detector  # noqa: E402
 
 
 def batch_errors(rng: np.random.Generator, p: float, count: int, rows: int = 100) -> np.ndarray:
