@@ -23,16 +23,10 @@ The checkpoint is the source of truth: consumer-group offsets are only a mirror 
 
 from __future__ import annotations
 
-import fcntl
-import json
 import logging
-import os
-import queue
-import threading
 import time
 import uuid
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -41,9 +35,16 @@ import numpy as np
 from include import faults
 from include.history import db
 from include.kafka.clients import KafkaClients
-from include.kafka.reader import BoundedReader, Message, OffsetError
+from include.kafka.dead_letters import DeadLetters
+from include.kafka.reader import BoundedReader, Message
 from include.schema import CsvSchema, load_schema
 from include.settings import Settings, get_settings
+from include.training.lock import trainer_lock
+from include.training.options import TrainerBusy, TrainOptions, TrainSummary
+from include.training.prefetch import Prefetch
+
+# The public face of the training task: callers import these names from here.
+__all__ = ["Trainer", "TrainerBusy", "TrainOptions", "TrainSummary", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -51,54 +52,6 @@ PROGRESS_EVERY_S = 5.0
 # Also checkpoint once this many mini-batches' history rows are pending: they are held in memory and in the
 # checkpoint until it is durable, so a time-only cadence would make memory grow with throughput.
 CHECKPOINT_EVERY_BATCHES = 2_000
-
-
-class TrainerBusy(RuntimeError):
-    """Another trainer holds the lock or advanced the checkpoint: this run changed nothing."""
-
-
-@dataclass
-class TrainOptions:
-    """What a run does. Defaults are the blog's semantics (seed mode, mini-batches of 100)."""
-
-    model_name: str = "default"
-    mode: str = "seed"  # seed | replay
-    reader: str = "confluent"  # confluent | tfio
-    max_records: int | None = None
-    max_seconds: float | None = None
-    checkpoint_every_s: float = 60.0
-    chunk_batches: int = 64
-    learning_rate: float | None = None
-    replay_buffer: int | None = None
-    replay_steps: int | None = None
-    keep_checkpoints: int = 3
-    seed: int = 0
-    drift: str = "none"  # reaction to a detected drift: none | shrink | retrain (detection always runs)
-    drift_detector: str = "ewma"  # ewma | page_hinkley (include.drift.DETECTORS)
-
-
-@dataclass
-class TrainSummary:
-    run_id: str
-    status: str
-    stop_reason: str | None
-    records: int = 0
-    trained_rows: int = 0
-    poison: int = 0
-    batches: int = 0
-    offsets_from: dict[str, int] = field(default_factory=dict)
-    offsets_to: dict[str, int] = field(default_factory=dict)
-    end_offsets_at_start: dict[str, int] = field(default_factory=dict)
-    checkpoint_from: str | None = None
-    checkpoint_id: str | None = None
-    window_accuracy: float | None = None
-    prequential_accuracy: float | None = None
-    drift_events: int = 0
-    seconds: float = 0.0
-    records_per_s: float = 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _jsonable_offsets(offsets: Mapping[int, int]) -> dict[str, int]:
@@ -115,57 +68,6 @@ def _finite(value: float) -> float | None:
 
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
-
-
-@contextmanager
-def trainer_lock(directory: Path) -> Iterator[None]:
-    """An exclusive, non-blocking lock on the model's checkpoint folder (released if the process dies)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / ".trainer.lock"
-    handle = open(path, "a+")
-    try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            raise TrainerBusy(f"another trainer is running on {directory} (lock {path}); this run changed nothing") from exc
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
-        yield
-    finally:
-        handle.close()
-
-
-class _DeadLetters:
-    """Poison messages to the dead-letter topic, flushed before the offsets move past them."""
-
-    def __init__(self, clients: KafkaClients, topic: str, source_topic: str) -> None:
-        self.clients, self.topic, self.source_topic = clients, topic, source_topic
-        self._producer = None
-        self.count = 0
-        self.errors: list[str] = []
-
-    def _delivered(self, err, _msg) -> None:
-        if err is not None:
-            self.errors.append(str(err))
-
-    def send(self, message: Message, reason: str) -> None:
-        if self._producer is None:
-            self.clients.ensure_topic(self.topic)
-            self._producer = self.clients.producer(on_delivery=self._delivered)
-        value = json.dumps(
-            {"topic": self.source_topic, "partition": message.partition, "offset": message.offset, "reason": reason,
-             "value": (message.value or b"")[:1000].decode("utf-8", "replace")}
-        ).encode()
-        self._producer.produce(self.topic, value, f"{self.source_topic}:{message.partition}:{message.offset}".encode(),
-                               headers=[("stage", b"train"), ("reason", reason.encode()[:500])])
-        self._producer.poll(0)
-        self.count += 1
-
-    def flush(self) -> None:
-        if self._producer is not None and (self._producer.flush(60) != 0 or self.errors):
-            raise RuntimeError(f"dead-letter messages were not delivered ({self.errors[:3]}); not moving offsets past them")
 
 
 @dataclass
@@ -362,7 +264,7 @@ class Trainer:
         progress = _Progress(next_offsets=dict(plan.start), records_total=int(meta.get("records_total", 0)),
                              durable_offsets=dict(plan.start))
         expected_seq = int(meta["seq"]) if loaded is not None else None
-        dead = _DeadLetters(clients, self.settings.dlq_topic, self.settings.topic)
+        dead = DeadLetters(clients, self.settings.dlq_topic, self.settings.topic)
         per_call = self.settings.batch_messages * self.options.chunk_batches
         last_log = last_ckpt = time.monotonic()
         t0 = time.perf_counter()
@@ -413,7 +315,7 @@ class Trainer:
             batches = tfio_batches(clients, self.settings, plan, reader)
         else:
             # Read ahead in a thread, so reading overlaps decoding, training and history writes.
-            batches = _Prefetch(reader.batches(self.settings.batch_messages), max_items=4 * self.options.chunk_batches)
+            batches = Prefetch(reader.batches(self.settings.batch_messages), max_items=4 * self.options.chunk_batches)
         try:
             for batch in batches:
                 pending.append(batch)
@@ -488,7 +390,7 @@ class Trainer:
         }
 
     def _make_durable(self, store, model, learner, progress: _Progress, summary: TrainSummary, reader: BoundedReader,
-                      dead: _DeadLetters, expected_seq: int | None) -> int:
+                      dead: DeadLetters, expected_seq: int | None) -> int:
         """Dead letters -> checkpoint -> history -> group offsets. Returns the new checkpoint's seq."""
         dead.flush()
         latest = store.latest_info()
@@ -517,62 +419,6 @@ class Trainer:
         progress.drift_events = []
         progress.durable_offsets = dict(progress.next_offsets)
         return info.seq
-
-
-class _Prefetch:
-    """Iterates ``source`` (the reader's mini-batches) in a background thread through a bounded queue.
-
-    Reading (Python work per message) then overlaps the main thread's decoding, compiled training (which releases
-    the GIL) and history writes. The thread only reads ahead in memory, at most ``max_items`` mini-batches;
-    offsets still move only after a checkpoint. An error in the thread is raised in the consumer's loop;
-    :meth:`close` stops and joins the thread and must run before the reader's consumer is closed.
-    """
-
-    _END = object()
-
-    def __init__(self, source: Iterator[list[Message]], max_items: int) -> None:
-        self._source = source
-        self._queue: queue.Queue = queue.Queue(maxsize=max(1, max_items))
-        self._stop = threading.Event()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="trainer-reader", daemon=True)
-        self._thread.start()
-
-    def _put(self, item: Any) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _run(self) -> None:
-        try:
-            for item in self._source:
-                if not self._put(item):
-                    break
-        except BaseException as exc:  # noqa: BLE001 - handed to the consuming thread
-            self._error = exc
-        finally:
-            self._source.close()
-            self._put(self._END)
-
-    def __iter__(self) -> Iterator[list[Message]]:
-        while True:
-            item = self._queue.get()
-            if item is self._END:
-                self._thread.join()
-                if self._error is not None:
-                    raise self._error
-                return
-            yield item
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=120)
-        if self._thread.is_alive():
-            raise RuntimeError("the reader thread did not stop within 120 s")
 
 
 def tfio_batches(clients: KafkaClients, settings: Settings, plan, reader: BoundedReader) -> Iterator[list[Message]]:
