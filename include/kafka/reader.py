@@ -207,6 +207,21 @@ class BoundedReader:
         todo.discard(partition)
         self.drained[partition] = self.plan.end[partition]
 
+    def next_offsets_after(self, trained: Mapping[int, int]) -> dict[int, int]:
+        """The next offset of every partition once the caller has trained everything :meth:`batches` delivered.
+
+        A partition read to the end seen at start moves to that end, past a closing transaction marker too (never
+        delivered), so the group's lag reads 0 and the next run does not read it again.
+
+        Args:
+            trained: One past the last offset trained (or dead-lettered), per partition.
+        """
+        offsets = dict(trained)
+        for partition, end in self.drained.items():
+            if offsets.get(partition, -1) < end:
+                offsets[partition] = end
+        return offsets
+
     def commit(self, next_offsets: Mapping[int, int], *, retry_s: float = 30.0) -> None:
         """Commit ``next_offsets`` to the consumer group (after the checkpoint is durable).
 

@@ -28,7 +28,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -37,6 +37,7 @@ from include.history import db
 from include.kafka.clients import KafkaClients
 from include.kafka.dead_letters import DeadLetters
 from include.kafka.reader import BoundedReader, Message
+from include.kafka.tfio_reader import TfioReader
 from include.schema import CsvSchema, load_schema
 from include.settings import Settings, get_settings
 from include.training.lock import trainer_lock
@@ -311,9 +312,14 @@ class Trainer:
             summary.poison = dead.count
             pending.clear()
 
+        source: BoundedReader | TfioReader
         if self.options.reader == "tfio":
-            batches = tfio_batches(clients, self.settings, plan, reader)
+            source = TfioReader(clients, self.settings.topic, self.settings.consumer_group, plan.start,
+                                batch_messages=self.settings.batch_messages,
+                                stream_timeout_s=self.settings.stream_timeout_s, commit=reader.commit)
+            batches = source.batches()
         else:
+            source = reader
             # Read ahead in a thread, so reading overlaps decoding, training and history writes.
             batches = Prefetch(reader.batches(self.settings.batch_messages), max_items=4 * self.options.chunk_batches)
         try:
@@ -335,14 +341,8 @@ class Trainer:
         finally:
             batches.close()  # before the reader's consumer is closed
         train_pending()
-        if getattr(reader, "tfio_next_offset", None):
-            progress.next_offsets = dict(reader.tfio_next_offset)
-        for partition, end in reader.drained.items():
-            # Every message below the end seen at start was trained (or dead-lettered): the next offset is that
-            # end, past a closing transaction marker too, so the group's lag reads 0 and the next run skips it.
-            if progress.next_offsets.get(partition, -1) < end:
-                progress.next_offsets[partition] = end
-        summary.stop_reason = reader.stop_reason
+        progress.next_offsets = source.next_offsets_after(progress.next_offsets)
+        summary.stop_reason = source.stop_reason
         if summary.records == 0 and summary.stop_reason == "end_offsets":
             summary.stop_reason = "nothing_new"  # only transaction markers lay between the checkpoint and the end
         if last_metrics is not None:
@@ -367,7 +367,7 @@ class Trainer:
             if msg.offset >= 0:
                 first.setdefault(msg.partition, msg.offset)
                 last[msg.partition] = msg.offset
-        # The tfio reader cannot see offsets: its rows are keyed by run and index (see tfio_batches).
+        # The tfio reader cannot see offsets: its rows are keyed by run and index (see include.kafka.tfio_reader).
         key = ",".join(f"p{p}:{o}" for p, o in sorted(first.items())) or f"tfio:{self.run_id}:{index}"
         return {
             "model_name": self.options.model_name,
@@ -419,44 +419,6 @@ class Trainer:
         progress.drift_events = []
         progress.durable_offsets = dict(progress.next_offsets)
         return info.seq
-
-
-def tfio_batches(clients: KafkaClients, settings: Settings, plan, reader: BoundedReader) -> Iterator[list[Message]]:
-    """Mini-batches from tensorflow-io's ``KafkaBatchIODataset``, the seed's reader.
-
-    What it guarantees, and what it does not: the dataset follows the consumer group, not explicit offsets,
-    and librdkafka auto-commits what it fetched (possibly ahead of what was trained). So the trainer commits
-    the checkpoint's offsets to the group before reading (tfio then starts exactly there) and, after the run,
-    commits the offsets it trained up to. Offsets are not visible per message: this reader reads until the
-    stream timeout (no record or time limit, no stop at the start's end offsets), supports one-partition
-    topics only, and records the group position tfio reached as the checkpoint's next offset. A crash
-    mid-run is still safe (the next run re-commits the checkpoint's offsets), but per-mini-batch history
-    rows carry no offsets and are keyed by run, so a retried run adds rows rather than replacing them.
-    """
-    from confluent_kafka import TopicPartition
-
-    if len(plan.start) != 1:
-        raise ValueError("the tfio reader supports single-partition topics only; use the confluent reader")
-    (partition,) = plan.start
-    # Start exactly at the checkpoint: tfio starts from the group's committed offset.
-    reader.commit(plan.start)
-    dataset = clients.tfio_batch_dataset(settings.topic, settings.consumer_group,
-                                         batch_messages=settings.batch_messages, stream_timeout_s=settings.stream_timeout_s)
-    for mini in dataset:
-        values = [v for v, _k in mini.batch(max(settings.batch_messages, 1) * 100).take(1).as_numpy_iterator()]
-        if not values:
-            continue
-        batch = [Message(partition, -1, bytes(v), None) for v in values[0]]
-        reader.records += len(batch)
-        yield batch
-    # Where tfio got to: the group's committed offset (it read to the stream timeout, so this is the end).
-    probe = clients.consumer(settings.consumer_group, role="offsets")
-    try:
-        committed = probe.committed([TopicPartition(settings.topic, partition)], timeout=30)[0].offset
-    finally:
-        probe.close()
-    reader.stop_reason = "timeout"
-    reader.tfio_next_offset = {partition: max(committed, plan.start[partition])}
 
 
 def train(settings: Settings | None = None, options: TrainOptions | None = None, *, use_airflow: bool = False,
