@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-topics", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("include.training.trainer").setLevel(logging.ERROR)  # drift warnings are reported below
+    logging.getLogger("include.training.loop").setLevel(logging.ERROR)  # drift warnings are reported below
 
     from include.demo.generate import bayes_accuracy, first_drifted_row, generate_range
     from include.training.model import configure_tensorflow
