@@ -15,7 +15,7 @@ In one run:
   ``model.fit`` on its first 80 rows, then ``model.evaluate`` on the 1,000-row window), for the first
   ``--seed-records`` records. Its clock starts at the first mini-batch (the group join is not counted) and it uses
   ``fit(shuffle=False)``, so it makes exactly the fast path's gradient updates;
-* **the fast path**: ``python -m include.training.trainer`` (seed mode) as its own process on the whole topic: its summary's
+* **the fast path**: ``python -m include train`` (seed mode) as its own process on the whole topic: its summary's
   records/s cover the whole run (lock, reader set-up, model build and XLA compile, reading, decoding, training,
   history rows, final checkpoint); interpreter start and imports are shown apart. Its first mini-batches'
   window accuracies (from the history database) are compared with the seed loop's;
@@ -117,7 +117,7 @@ def trainer_env(bootstrap: str, topic: str, state: Path) -> dict:
 
 
 def run_trainer(bootstrap: str, topic: str, state: Path, *args: str, rss: bool = False) -> dict:
-    """Run ``python -m include.training.trainer`` on ``topic``; with ``rss``, sample its RSS against its progress lines."""
+    """Run ``python -m include train`` on ``topic``; with ``rss``, sample its RSS against its progress lines."""
     import psutil
 
     started = time.perf_counter()
@@ -209,7 +209,7 @@ def render(args, info: dict, seed: dict, fast: dict, curve_fast: list[float], rs
         f"| seed's loop: tensorflow-io `KafkaBatchIODataset` + `model.fit` / `model.evaluate` per mini-batch "
         f"(`SeedLoop`, first {seed['records']:,} records; clock from the first mini-batch) | {seed['records']:,} | "
         f"{seed['seconds']:.1f} | {seed['rps']:,.0f} | 1x |",
-        f"| fast path: `python -m include.training.trainer --mode seed` on the whole topic (whole run: set-up, XLA compile, "
+        f"| fast path: `python -m include train --mode seed` on the whole topic (whole run: set-up, XLA compile, "
         f"read, decode, train, evaluate, history, checkpoint) | {s['records']:,} | {s['seconds']:.1f} | "
         f"**{s['records_per_s']:,.0f}** | **{ratio:,.0f}x** |",
         "",
