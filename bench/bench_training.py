@@ -11,7 +11,7 @@ In one run:
 * a topic of ``--records`` records (the blog author's valid rows repeated, in file order) is produced with a plain
   confluent-kafka producer;
 * **the seed's loop**: tensorflow-io's ``KafkaBatchIODataset`` (the seed's reader, mini-batches of at most 100)
-  on the same topic, each mini-batch decoded and given to :class:`include.learner.SeedLoop` (predict, then
+  on the same topic, each mini-batch decoded and given to :class:`include.training.seed_loop.SeedLoop` (predict, then
   ``model.fit`` on its first 80 rows, then ``model.evaluate`` on the 1,000-row window), for the first
   ``--seed-records`` records. Its clock starts at the first mini-batch (the group join is not counted) and it uses
   ``fit(shuffle=False)``, so it makes exactly the fast path's gradient updates;
