@@ -8,10 +8,10 @@ model trained on the same rows and the generator's Bayes-optimal accuracy; the w
 records. This script measures and PRINTS those figures (and writes them as markdown to ``--out``); it never
 asserts.
 
-In one run, each on a fresh topic filled by the project's own ingest (:func:`include.ingest.ingest_files`):
+In one run, each on a fresh topic filled by the project's own ingest (:func:`include.ingest.interval.ingest_files`):
 
 1. **The blog file** (schema ``blog_drift``; line 5,601 is malformed and quarantined, so week 2 starts at record
-   5,600): the trainer (:func:`include.train.train`) in replay mode with every drift reaction (``none``,
+   5,600): the trainer (:func:`include.training.trainer.train`) in replay mode with every drift reaction (``none``,
    ``shrink``, ``retrain``) and more model seeds for ``none``, and in seed mode for contrast. Reported: window
    accuracy at the end of each week, drift events (records after the week-2 start when the detector fired),
    records until the prequential accuracy is back to >= 0.9 for 5 mini-batches, records/s of the whole run.
@@ -24,7 +24,7 @@ In one run, each on a fresh topic filled by the project's own ingest (:func:`inc
    day's first row and after the first row whose true busy probability changed (the rules differ only in some
    hours).
 4. **Generated data without drift**: replay and seed mode, with their drift events (should be none); the batch
-   baseline (:func:`include.baseline.train_baseline`: same rows, same held-out split, several epochs) and the
+   baseline (:func:`include.training.baseline.train_baseline`: same rows, same held-out split, several epochs) and the
    Bayes-optimal accuracy.
 
 River is a benchmark-only dependency: ``.venv/bin/pip install -r bench/requirements.txt -c constraints.txt``; its
@@ -154,7 +154,7 @@ def river_run(env: Env, topic: str, schema_name: str, batch_messages: int = 100,
         return None
     from include.training.decode import decode_batch, raw_layout
     from include.kafka.clients import KafkaClients
-    from include.training.learner import LearnerConfig
+    from include.training.learner_config import LearnerConfig
     from include.kafka.reader import BoundedReader
     from include.schema import load_schema
 
@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-topics", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("include.training.trainer").setLevel(logging.ERROR)  # drift warnings are reported below
+    logging.getLogger("include.training.loop").setLevel(logging.ERROR)  # drift warnings are reported below
 
     from include.demo.generate import bayes_accuracy, first_drifted_row, generate_range
     from include.training.model import configure_tensorflow
@@ -310,8 +310,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def render(args, when, load_before, total, blog_runs, river_res, thr, gen_runs, bayes_phases, drift_start, visible,
            per_day, gd_rows, inc, inc_seed, base, nd_rows, preq_last_day, bayes_stable) -> list[str]:
-    from include.training.drift import DriftConfig, make_detector
-    from include.training.learner import LearnerConfig
+    from include.training.drift import DriftConfig
+    from include.training.drift_detectors import make_detector
+    from include.training.learner_config import LearnerConfig
 
     cfg = LearnerConfig(mode="replay")
     raw_width = 13
@@ -321,8 +322,9 @@ def render(args, when, load_before, total, blog_runs, river_res, thr, gen_runs, 
         "# Accuracy benchmark (replay mode, drift, River, batch baseline)",
         "",
         f"- Run: {when} on {describe_machine()}; load average before/after: {load_before:.2f} / {os.getloadavg()[0]:.2f}",
-        f"- Kafka: {args.bootstrap}; every data set ingested with `include.ingest.ingest_files` into a fresh topic and "
-        "trained by `include.train.train` (whole runs: set-up and XLA compile included in records/s)",
+        f"- Kafka: {args.bootstrap}; every data set ingested with `include.ingest.interval.ingest_files` into a fresh "
+        "topic and trained by `include.training.trainer.train` (whole runs: set-up and XLA compile included in "
+        "records/s)",
         f"- Replay defaults: buffer {cfg.replay_buffer:,} rows, {cfg.replay_steps} replay steps per mini-batch; the "
         f"learner's state (buffer + window) is {buffer_kib:,.0f} KiB whatever the stream's length; drift: the default "
         f"detector `{detector['name']}` on the per-mini-batch prequential error "
@@ -386,10 +388,10 @@ def render(args, when, load_before, total, blog_runs, river_res, thr, gen_runs, 
         f"{_f(window_at(inc, nd_rows))} | {window_at(inc, nd_rows) - bayes_stable:+.3f} |",
         f"| incremental, replay mode: mean prequential accuracy over the last day | {preq_last_day:.3f} | "
         f"{preq_last_day - bayes_stable:+.3f} |",
-        f"| batch model (`include.baseline.train_baseline`: all rows, {base.get('epochs')} epochs, same held-out "
+        f"| batch model (`include.training.baseline.train_baseline`: all rows, {base.get('epochs')} epochs, same held-out "
         f"split: {base.get('heldout_rows'):,} rows) | {_f(base['heldout_accuracy'])} | "
         f"{base['heldout_accuracy'] - bayes_stable:+.3f} |",
-        f"| Bayes-optimal (`include.generate.bayes_accuracy`) | {bayes_stable:.3f} | 0 |",
+        f"| Bayes-optimal (`include.demo.generate.bayes_accuracy`) | {bayes_stable:.3f} | 0 |",
         "",
         f"Drift events on this stream without drift: {len(inc['events'])} in replay mode, {len(inc_seed['events'])} "
         f"in seed mode (no false drift: {'met' if not inc['events'] and not inc_seed['events'] else 'NOT met'}).",

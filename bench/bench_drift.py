@@ -8,12 +8,12 @@ a drift from the middle day, in both learner modes; the author's file with three
 cycles (a model good at night and poor in busy hours that fill 20-70 % of the day, every day alike), the shape
 that makes cumulative tests fire.
 
-The learner (:class:`include.learner.IncrementalLearner`, defaults) runs on each data set once per mode, in
+The learner (:class:`include.training.learner.IncrementalLearner`, defaults) runs on each data set once per mode, in
 memory (the detectors see only its per-mini-batch prequential errors, which the broker does not change; the runs
-through the broker are ``bench_accuracy.py``'s); then every detector in :data:`include.drift.DETECTORS`, with its
-defaults, reads every stream. Reported per stream: false alarms (on the run without drift, and before the change
+through the broker are ``bench_accuracy.py``'s); then every detector in
+:data:`include.training.drift_detectors.DETECTORS`, with its defaults, reads every stream. Reported per stream: false alarms (on the run without drift, and before the change
 on the run with it) and the delay of the first detection after the first row whose rule changed (generated data:
-:func:`include.generate.first_drifted_row`; the author's file: record 5,600). It PRINTS the table and writes it
+:func:`include.demo.generate.first_drifted_row`; the author's file: record 5,600). It PRINTS the table and writes it
 as markdown to ``--out``; it never asserts.
 
 Run with ``scripts/bench.sh drift`` or ``.venv/bin/python bench/bench_drift.py --help``.
@@ -59,7 +59,8 @@ class Stream:
 
 def learner_stream(schema, lines: list[bytes], mode: str, seed: int = 0) -> tuple[list[float], list[int]]:
     from include.training.decode import decode_batch
-    from include.training.learner import IncrementalLearner, LearnerConfig
+    from include.training.learner import IncrementalLearner
+    from include.training.learner_config import LearnerConfig
     from include.training.model import build_model
 
     decoded = decode_batch(schema, lines)
@@ -123,7 +124,7 @@ def cycle_streams() -> list[Stream]:
 
 def detect(name: str, stream: Stream) -> list[int]:
     """Rows read when ``name`` (defaults) fired, resetting after each detection as the trainer does."""
-    from include.training.drift import make_detector
+    from include.training.drift_detectors import make_detector
 
     det = make_detector(name)
     fired, rows = [], 0
@@ -136,7 +137,7 @@ def detect(name: str, stream: Stream) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from include.training.drift import DETECTORS
+    from include.training.drift_detectors import DETECTORS
     from include.training.model import configure_tensorflow
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -42,7 +42,9 @@ def main() -> None:
     configure_tensorflow(args.intra_op_threads, args.inter_op_threads)
 
     from include.training.decode import decode_batch
-    from include.training.learner import IncrementalLearner, LearnerConfig, SeedLoop
+    from include.training.learner import IncrementalLearner
+    from include.training.learner_config import LearnerConfig
+    from include.training.seed_loop import SeedLoop
     from include.training.model import build_model
     from include.schema import load_schema
 

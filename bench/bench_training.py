@@ -11,11 +11,11 @@ In one run:
 * a topic of ``--records`` records (the blog author's valid rows repeated, in file order) is produced with a plain
   confluent-kafka producer;
 * **the seed's loop**: tensorflow-io's ``KafkaBatchIODataset`` (the seed's reader, mini-batches of at most 100)
-  on the same topic, each mini-batch decoded and given to :class:`include.learner.SeedLoop` (predict, then
+  on the same topic, each mini-batch decoded and given to :class:`include.training.seed_loop.SeedLoop` (predict, then
   ``model.fit`` on its first 80 rows, then ``model.evaluate`` on the 1,000-row window), for the first
   ``--seed-records`` records. Its clock starts at the first mini-batch (the group join is not counted) and it uses
   ``fit(shuffle=False)``, so it makes exactly the fast path's gradient updates;
-* **the fast path**: ``python -m include.training.trainer`` (seed mode) as its own process on the whole topic: its summary's
+* **the fast path**: ``python -m include train`` (seed mode) as its own process on the whole topic: its summary's
   records/s cover the whole run (lock, reader set-up, model build and XLA compile, reading, decoding, training,
   history rows, final checkpoint); interpreter start and imports are shown apart. Its first mini-batches'
   window accuracies (from the history database) are compared with the seed loop's;
@@ -72,7 +72,8 @@ def seed_loop(bootstrap: str, topic: str, records: int) -> dict:
     import tensorflow_io as tfio
 
     from include.training.decode import decode_batch
-    from include.training.learner import LearnerConfig, SeedLoop
+    from include.training.learner_config import LearnerConfig
+    from include.training.seed_loop import SeedLoop
     from include.training.model import build_model
     from include.schema import load_schema
 
@@ -116,7 +117,7 @@ def trainer_env(bootstrap: str, topic: str, state: Path) -> dict:
 
 
 def run_trainer(bootstrap: str, topic: str, state: Path, *args: str, rss: bool = False) -> dict:
-    """Run ``python -m include.training.trainer`` on ``topic``; with ``rss``, sample its RSS against its progress lines."""
+    """Run ``python -m include train`` on ``topic``; with ``rss``, sample its RSS against its progress lines."""
     import psutil
 
     started = time.perf_counter()
@@ -208,7 +209,7 @@ def render(args, info: dict, seed: dict, fast: dict, curve_fast: list[float], rs
         f"| seed's loop: tensorflow-io `KafkaBatchIODataset` + `model.fit` / `model.evaluate` per mini-batch "
         f"(`SeedLoop`, first {seed['records']:,} records; clock from the first mini-batch) | {seed['records']:,} | "
         f"{seed['seconds']:.1f} | {seed['rps']:,.0f} | 1x |",
-        f"| fast path: `python -m include.training.trainer --mode seed` on the whole topic (whole run: set-up, XLA compile, "
+        f"| fast path: `python -m include train --mode seed` on the whole topic (whole run: set-up, XLA compile, "
         f"read, decode, train, evaluate, history, checkpoint) | {s['records']:,} | {s['seconds']:.1f} | "
         f"**{s['records_per_s']:,.0f}** | **{ratio:,.0f}x** |",
         "",

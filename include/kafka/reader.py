@@ -122,7 +122,7 @@ class BoundedReader:
     # -- reading -------------------------------------------------------------------------------------------
     def batches(self, batch_messages: int) -> Iterator[list[Message]]:
         """Mini-batches of ``batch_messages`` messages in consumption order; the last one may be shorter."""
-        from confluent_kafka import KafkaError, TopicPartition
+        from confluent_kafka import TopicPartition
 
         plan = self.plan or self.open()
         todo = {p for p in plan.start if plan.start[p] < plan.end[p]}
@@ -130,57 +130,19 @@ class BoundedReader:
             self.stop_reason = STOP_NOTHING_NEW
             return
         self._consumer.assign([TopicPartition(self.topic, p, plan.start[p]) for p in sorted(todo)])
-
-        def finish(p: int) -> None:
-            """Partition p is read to the end seen at start."""
-            todo.discard(p)
-            self.drained[p] = plan.end[p]
-
-        started = time.monotonic()
-        last_message = time.monotonic()
+        started = last_message = time.monotonic()
         pending: list[Message] = []
-        limit = self.max_records
         while todo:
-            if self.max_seconds is not None and time.monotonic() - started >= self.max_seconds:
-                self.stop_reason = STOP_MAX_SECONDS
+            want = self._wanted(batch_messages, started, len(pending))
+            if want is None:
                 break
-            want = batch_messages * 20
-            if limit is not None:
-                want = min(want, limit - self.records - len(pending))
-                if want <= 0:
-                    self.stop_reason = STOP_MAX_RECORDS
-                    break
             polled = self._consumer.consume(num_messages=want, timeout=0.5)
             if not polled:
                 if time.monotonic() - last_message >= self.stream_timeout_s:
                     self.stop_reason = STOP_TIMEOUT
                     break
                 continue
-            for msg in polled:
-                err = msg.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        # The end of what is readable now. Past the last data message there may be only a
-                        # transaction marker, which is never delivered: the position tells.
-                        if msg.partition() in todo and msg.offset() >= plan.end[msg.partition()]:
-                            finish(msg.partition())
-                        continue
-                    if err.code() == KafkaError._AUTO_OFFSET_RESET or "out of range" in str(err).lower():
-                        raise OffsetError(f"{self.topic}[{msg.partition()}]: {err}; offsets fell out of the log")
-                    raise RuntimeError(f"consuming {self.topic}: {err}")
-                p = msg.partition()
-                if p not in todo:
-                    continue
-                offset = msg.offset()
-                if offset >= plan.end[p]:
-                    # Past the end seen at start: leave it for the next run.
-                    finish(p)
-                    self._consumer.incremental_unassign([TopicPartition(self.topic, p)])
-                    continue
-                ts_type, ts = msg.timestamp()
-                pending.append(Message(p, offset, msg.value(), ts if ts_type else None))
-                if offset + 1 >= plan.end[p]:
-                    finish(p)
+            pending.extend(self._accept(polled, todo, plan))
             last_message = time.monotonic()
             while len(pending) >= batch_messages:
                 chunk, pending = pending[:batch_messages], pending[batch_messages:]
@@ -193,6 +155,72 @@ class BoundedReader:
             yield pending
         if self.stop_reason is None:
             self.stop_reason = STOP_END_OFFSETS
+
+    def _wanted(self, batch_messages: int, started: float, pending: int) -> int | None:
+        """How many messages to ask the next poll for; None (and :attr:`stop_reason` set) when a limit is reached."""
+        if self.max_seconds is not None and time.monotonic() - started >= self.max_seconds:
+            self.stop_reason = STOP_MAX_SECONDS
+            return None
+        want = batch_messages * 20
+        if self.max_records is not None:
+            want = min(want, self.max_records - self.records - pending)
+            if want <= 0:
+                self.stop_reason = STOP_MAX_RECORDS
+                return None
+        return want
+
+    def _accept(self, polled: list[Any], todo: set[int], plan: ReadPlan) -> list[Message]:
+        """The data messages of one poll below the end offsets seen at start; partitions read to that end leave
+        ``todo``. Raises on an offset that fell out of the log and on any other consumer error."""
+        from confluent_kafka import KafkaError, TopicPartition
+
+        accepted: list[Message] = []
+        for msg in polled:
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    # The end of what is readable now. Past the last data message there may be only a
+                    # transaction marker, which is never delivered: the position tells.
+                    if msg.partition() in todo and msg.offset() >= plan.end[msg.partition()]:
+                        self._drain(todo, msg.partition())
+                    continue
+                if err.code() == KafkaError._AUTO_OFFSET_RESET or "out of range" in str(err).lower():
+                    raise OffsetError(f"{self.topic}[{msg.partition()}]: {err}; offsets fell out of the log")
+                raise RuntimeError(f"consuming {self.topic}: {err}")
+            p = msg.partition()
+            if p not in todo:
+                continue
+            offset = msg.offset()
+            if offset >= plan.end[p]:
+                # Past the end seen at start: leave it for the next run.
+                self._drain(todo, p)
+                self._consumer.incremental_unassign([TopicPartition(self.topic, p)])
+                continue
+            ts_type, ts = msg.timestamp()
+            accepted.append(Message(p, offset, msg.value(), ts if ts_type else None))
+            if offset + 1 >= plan.end[p]:
+                self._drain(todo, p)
+        return accepted
+
+    def _drain(self, todo: set[int], partition: int) -> None:
+        """``partition`` is read to the end seen at start."""
+        todo.discard(partition)
+        self.drained[partition] = self.plan.end[partition]
+
+    def next_offsets_after(self, trained: Mapping[int, int]) -> dict[int, int]:
+        """The next offset of every partition once the caller has trained everything :meth:`batches` delivered.
+
+        A partition read to the end seen at start moves to that end, past a closing transaction marker too (never
+        delivered), so the group's lag reads 0 and the next run does not read it again.
+
+        Args:
+            trained: One past the last offset trained (or dead-lettered), per partition.
+        """
+        offsets = dict(trained)
+        for partition, end in self.drained.items():
+            if offsets.get(partition, -1) < end:
+                offsets[partition] = end
+        return offsets
 
     def commit(self, next_offsets: Mapping[int, int], *, retry_s: float = 30.0) -> None:
         """Commit ``next_offsets`` to the consumer group (after the checkpoint is durable).

@@ -62,7 +62,11 @@ def kafka_status(settings: Settings, *, timeout: float = KAFKA_TIMEOUT_S,
     }
     consumer = None
     try:
-        consumer = _clients(settings, config).consumer(
+        clients = _clients(settings, config)
+        # The budget is for broker calls: resolving the configuration is not one, and a process's first Airflow
+        # connection lookup (importing the SDK) alone can take longer than the whole budget.
+        budget = _Budget(timeout)
+        consumer = clients.consumer(
             settings.consumer_group, role="monitor", logger=logging.getLogger("include.monitoring.kafka"),
             **{"socket.connection.setup.timeout.ms": max(1000, int(timeout * 1000))})
         metadata = consumer.list_topics(timeout=budget.left())

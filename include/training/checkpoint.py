@@ -3,8 +3,8 @@
 One checkpoint is one file, ``ckpt-<seq:08d>-<checkpoint_id>.bundle``, a zip of three members:
 
 - ``model.keras``: the whole Keras 3 model, optimizer state included;
-- ``state.npz``: the learner's state (:meth:`include.learner.IncrementalLearner.get_state`), arrays as arrays and the
-  JSON-able scalars as one JSON string, loadable without pickle;
+- ``state.npz``: the learner's state (:meth:`include.training.learner.IncrementalLearner.get_state`), arrays as
+  arrays and the JSON-able scalars as one JSON string, loadable without pickle;
 - ``meta.json``: checkpoint_id, seq, the caller's facts (schema_id, topic, offsets ``{partition: next_offset}``,
   counters, created_at...) and the sha256 of the two other members.
 

@@ -1,149 +1,35 @@
-"""Incremental training on a stream of mini-batches: the fast compiled learner and the blog's loop, side by side.
+"""The compiled incremental learner: the semantics of :mod:`include.training.learner_config`, fast.
 
-The semantics are the blog's (the default, ``mode="seed"``): the stream is cut into mini-batches of
-``batch_messages`` rows; each is first predicted whole (prequential accuracy, before any training on it); its first
-``floor(train_fraction * n)`` rows are trained once in order in steps of ``train_batch_size`` (80 rows -> steps of 32,
-32, 16, each step's loss the mean over its rows, exactly as ``model.fit`` with ``shuffle=False`` would); its other rows
-join a held-out window that keeps the latest ``window_size`` rows, and the window's accuracy is measured after every
-mini-batch. ``mode="replay"`` adds a bounded buffer of the most recent training rows and, per mini-batch,
-``replay_steps`` extra steps on random batches drawn from it, which is what makes the accuracy climb on drifting data.
+:class:`IncrementalLearner` does the whole per-mini-batch work (predict, train in order, replay, update and measure
+the window) inside one XLA-compiled TensorFlow function per chunk of up to ``chunk_batches`` mini-batches: fixed
+shapes (each mini-batch padded, rows masked), the window and the replay buffer in fixed-size variables, the model's
+own Keras optimizer applied in the loop (so its state is the model's and is saved with it), metrics collected in
+TensorArrays. Python is paid once per chunk instead of several ``fit``/``evaluate`` calls per mini-batch; the
+reference loop that makes those calls is :class:`include.training.seed_loop.SeedLoop`.
 
-:class:`IncrementalLearner` does all of this inside one XLA-compiled TensorFlow function per chunk of up to
-``chunk_batches`` mini-batches: fixed shapes (each mini-batch padded, rows masked), the window and the replay buffer
-in fixed-size variables, the model's own Keras optimizer applied in the loop (so its state is the model's and is
-saved with it), metrics collected in TensorArrays. Python is paid once per chunk instead of several ``fit``/``evaluate``
-calls per mini-batch. :class:`SeedLoop` is that per-mini-batch ``fit``/``evaluate`` loop, kept as the reference for
-benchmarks and curve comparisons. Neither reads Kafka or writes checkpoints. The learner's drift reactions (forget
-old replay rows, change the learning rate, re-initialise the model) are called by :mod:`include.training.drift`.
+Owns the learner's state (window, replay buffer, RNG counter: :meth:`IncrementalLearner.get_state`) and the drift
+reactions it offers (forget old replay rows, change the learning rate, re-initialise the model), which
+:mod:`include.training.drift` calls. Never reads Kafka, never writes checkpoints, and imports TensorFlow only when a
+learner is made.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, fields
 from typing import Any, Sequence
 
 import numpy as np
 
-MODES = ("seed", "replay")
+from include.training.learner_config import BatchMetrics, LearnerConfig, split_sizes
+
 _STATE_VERSION = 1
-
-
-@dataclass(frozen=True)
-class LearnerConfig:
-    """How the stream is cut and trained.
-
-    Attributes:
-        batch_messages: Rows per mini-batch (the last one of a ``process`` call may be shorter).
-        train_fraction: The first ``floor(train_fraction * n)`` rows of a mini-batch are trained, the rest held out.
-        train_batch_size: Rows per gradient step.
-        window_size: Held-out rows kept for the window accuracy (the latest ones).
-        mode: ``seed`` (the blog's single pass) or ``replay`` (plus steps on a buffer of recent training rows).
-        replay_buffer: Recent training rows kept for replay (memory bound: ``replay_buffer * raw width`` floats).
-            The default, 4,000, spans the same 50 mini-batches as the default 1,000-row window (80 + 20 rows each):
-            the model is fitted to the stretch of stream it is judged on, and forgets a rule that changed within
-            that stretch (a longer buffer keeps training on the old rule after a drift).
-        replay_steps: Extra gradient steps per mini-batch in replay mode, each on ``train_batch_size`` rows drawn
-            uniformly (with replacement) from the buffer, which already holds the new rows. The default, 128, is
-            about one pass over a full default buffer per mini-batch (4,000 / 32 = 125 steps), so each row is
-            revisited about 50 times while it is buffered.
-        replay_plain_pass: In replay mode, also train on the new rows in order first, as seed mode does.
-        seed: Seeds the replay draws (a counter-based RNG, so the draws are part of the checkpointed state).
-        learning_rate: If set, assigned to the model optimizer's learning rate; None keeps the optimizer's own.
-        chunk_batches: Mini-batches per compiled call; a larger chunk pays Python and dispatch overhead less often.
-        jit_compile: Compile the chunk with XLA (much faster on CPU for this small model).
-    """
-
-    batch_messages: int = 100
-    train_fraction: float = 0.8
-    train_batch_size: int = 32
-    window_size: int = 1000
-    mode: str = "seed"
-    replay_buffer: int = 4000
-    replay_steps: int = 128
-    replay_plain_pass: bool = True
-    seed: int = 0
-    learning_rate: float | None = None
-    chunk_batches: int = 64
-    jit_compile: bool = True
-
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, not {self.mode!r}")
-        if self.batch_messages < 1 or self.train_batch_size < 1 or self.chunk_batches < 1:
-            raise ValueError("batch_messages, train_batch_size and chunk_batches must be positive")
-        if not 0.0 <= self.train_fraction <= 1.0:
-            raise ValueError("train_fraction must be within [0, 1]")
-        if self.window_size < self.eval_rows(self.batch_messages):
-            raise ValueError(f"window_size must hold at least one mini-batch's held-out rows "
-                             f"({self.eval_rows(self.batch_messages)})")
-        if self.mode == "replay" and self.replay_buffer < self.train_rows(self.batch_messages):
-            raise ValueError(f"replay_buffer must hold at least one mini-batch's training rows "
-                             f"({self.train_rows(self.batch_messages)})")
-        if self.replay_steps < 0:
-            raise ValueError("replay_steps must be >= 0")
-
-    def train_rows(self, n: int) -> int:
-        """Rows of an ``n``-row mini-batch that are trained: ``floor(train_fraction * n)``."""
-        # The epsilon keeps e.g. 0.29 * 100 = 28.999999999999996 at 29.
-        return min(n, int(math.floor(self.train_fraction * n + 1e-9)))
-
-    def eval_rows(self, n: int) -> int:
-        return n - self.train_rows(n)
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> "LearnerConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in raw.items() if k in known})
-
-
-@dataclass(frozen=True)
-class BatchMetrics:
-    """What one mini-batch did.
-
-    ``loss``/``train_accuracy`` are over the rows of this mini-batch's gradient steps (as ``fit`` reports them: each
-    row's loss at the weights of its own step); ``prequential_accuracy`` is over all ``n`` rows, predicted before
-    training on them; ``window_accuracy`` is over the held-out window (``window_size_now`` rows) after training.
-    NaN where there was nothing to measure.
-    """
-
-    index: int
-    n: int
-    n_train: int
-    n_eval: int
-    loss: float
-    train_accuracy: float
-    window_accuracy: float
-    prequential_accuracy: float
-    window_size_now: int
-    steps: int = 0
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def split_sizes(total: int, batch_messages: int, sizes: Sequence[int] | None = None) -> list[int]:
-    """Mini-batch sizes for ``total`` rows: every ``batch_messages`` rows (the last may be shorter), or ``sizes``."""
-    if sizes is None:
-        full, rest = divmod(total, batch_messages)
-        return [batch_messages] * full + ([rest] if rest else [])
-    sizes = [int(s) for s in sizes]
-    if sum(sizes) != total:
-        raise ValueError(f"sizes add up to {sum(sizes)} rows, but {total} were given")
-    if any(s < 0 or s > batch_messages for s in sizes):
-        raise ValueError(f"each mini-batch must have 0..{batch_messages} rows")
-    return sizes
 
 
 class IncrementalLearner:
     """The compiled incremental learner (see the module docstring for the semantics).
 
     Args:
-        model: A compiled Keras model taking the raw matrix, with one sigmoid output (see :func:`include.model.build_model`).
-            Its optimizer is used and updated in place.
+        model: A compiled Keras model taking the raw matrix, with one sigmoid output (see
+            :func:`include.training.model.build_model`). Its optimizer is used and updated in place.
         config: The stream and training settings.
     """
 
@@ -159,6 +45,8 @@ class IncrementalLearner:
         self._e_max = cfg.eval_rows(cfg.batch_messages)
         self._s_max = -(-self._t_max // self._bs)
         self._rows_pad = max(cfg.batch_messages, self._s_max * self._bs)
+        self._replay = cfg.mode == "replay"
+        self._plain = (not self._replay) or cfg.replay_plain_pass  # replay mode may skip the in-order pass
         self.optimizer = model.optimizer
         if self.optimizer is None:
             raise ValueError("the model must be compiled with an optimizer")
@@ -187,7 +75,7 @@ class IncrementalLearner:
         """Train on consecutive mini-batches and measure each.
 
         Args:
-            x: float32 ``(N, raw width)`` rows in stream order (from :func:`include.features.decode_batch`).
+            x: float32 ``(N, raw width)`` rows in stream order (from :func:`include.training.decode.decode_batch`).
             y: ``(N,)`` labels 0/1.
             sizes: Rows per mini-batch (each at most ``batch_messages``, summing to N); by default a mini-batch every
                 ``batch_messages`` rows, the last one possibly partial. Give them when the mini-batches were cut
@@ -291,7 +179,7 @@ class IncrementalLearner:
         """Re-initialise the model's weights with their own (seeded) initialisers and zero the optimizer's state.
 
         The learning rate is kept. A seeded initialiser gives the same values every call, so this is the model
-        as :func:`include.model.build_model` made it: deterministic, which keeps a resumed run exact.
+        as :func:`include.training.model.build_model` made it: deterministic, which keeps a resumed run exact.
         """
         for layer in self.model.layers:
             if not layer.weights:
@@ -352,43 +240,19 @@ class IncrementalLearner:
             self.rows_seen += s
         return out
 
+    # --- the traced chunk: every method below runs inside tf.function(jit_compile=True) -----------------------
+    # They are steps of one traced computation, not functions called per row: tracing inlines them into the same
+    # graph the single function produced (same ops, same while loops and loop variables), so XLA compiles the same
+    # program. Python control flow on Python values (``if self._replay``) is resolved while tracing; ``while`` on
+    # tensors becomes a tf.while_loop (autograph).
+
     def _run_chunk(self, xb, yb, n_rows, n_train, n_batches):  # noqa: ANN001, ANN202 - traced by tf.function
-        import keras
+        """The chunk's metrics, ``(chunk_batches, 6)``: loss, train accuracy, window accuracy, prequential accuracy,
+        window rows, steps per mini-batch (rows past ``n_batches`` are zeros)."""
         import tensorflow as tf
 
-        cfg = self.config
-        model, opt = self.model, self.optimizer
-        tvars = model.trainable_variables
-        bs, e_max, t_max = self._bs, self._e_max, self._t_max
-        win_size = cfg.window_size
-        replay = cfg.mode == "replay"
-        plain = (not replay) or cfg.replay_plain_pass
         nan = tf.constant(float("nan"))
-
-        def correct(pred, labels):
-            return tf.cast(tf.equal(tf.cast(pred[:, 0] > 0.5, tf.float32), labels), tf.float32)
-
-        def step(xs, ys, mask):
-            with tf.GradientTape() as tape:
-                pred = model(xs, training=True)
-                per_row = keras.losses.binary_crossentropy(ys[:, None], pred)
-                per_row = tf.where(mask > 0, per_row, 0.0)
-                loss = tf.reduce_sum(per_row) / tf.reduce_sum(mask)
-            grads = tape.gradient(loss, tvars)
-            opt.apply(grads, tvars)
-            return tf.reduce_sum(per_row), tf.reduce_sum(correct(pred, ys) * mask)
-
-        def ring_write(var_x, var_y, pos, size, xs, ys, count):
-            # Writes rows xs[:count] at pos, pos+1, ... (mod size); the padded rows write back what is there.
-            rows = int(xs.shape[0])  # static: XLA needs fixed shapes
-            idx = (pos + tf.range(rows)) % size
-            keep = tf.range(rows) < count
-            new_x = tf.where(keep[:, None], xs, tf.gather(var_x, idx))
-            new_y = tf.where(keep, ys, tf.gather(var_y, idx))
-            var_x.scatter_nd_update(idx[:, None], new_x)
-            var_y.scatter_nd_update(idx[:, None], new_y)
-
-        out = tf.TensorArray(tf.float32, size=cfg.chunk_batches, element_shape=(6,))
+        out = tf.TensorArray(tf.float32, size=self.config.chunk_batches, element_shape=(6,))
         # `while`, not `for ... in tf.range(n)`: autograph leaves a Range op on n, which XLA would treat as a
         # compile-time constant and recompile for every distinct n.
         i = tf.constant(0)
@@ -396,116 +260,129 @@ class IncrementalLearner:
             # Gathers, not slices: a slice's begin is a compile-time constant input for XLA, so slicing at a
             # position read from an argument would make XLA recompile for every distinct argument value.
             xi, yi, n, nt = tf.gather(xb, i), tf.gather(yb, i), tf.gather(n_rows, i), tf.gather(n_train, i)
-            # Prequential: the whole mini-batch, before any training on it.
-            rows_mask = tf.cast(tf.range(self._rows_pad) < n, tf.float32)
-            pre = tf.reduce_sum(correct(model(xi, training=False), yi) * rows_mask)
-            pre_acc = tf.where(n > 0, pre / tf.cast(tf.maximum(n, 1), tf.float32), nan)
-
-            loss_sum, hit_sum, rows_sum = tf.constant(0.0), tf.constant(0.0), tf.constant(0.0)
-            steps = tf.constant(0)
-            if plain:
-                start = tf.constant(0)
-                while start < nt:
-                    rows = start + tf.range(bs)
-                    mask = tf.cast(rows < nt, tf.float32)
-                    xs, ys = tf.gather(xi, rows), tf.gather(yi, rows)
-                    l_sum, h_sum = step(xs, ys, mask)
-                    loss_sum += l_sum
-                    hit_sum += h_sum
-                    rows_sum += tf.reduce_sum(mask)
-                    steps += 1
-                    start += bs
-            if replay:
-                ring_write(self._rep_x, self._rep_y, self._rep_pos, cfg.replay_buffer,
-                           xi[:t_max], yi[:t_max], nt)
-                self._rep_pos.assign((self._rep_pos + nt) % cfg.replay_buffer)
-                self._rep_count.assign(tf.minimum(self._rep_count + nt, cfg.replay_buffer))
-                count = self._rep_count.read_value()
-                n_replay = tf.where(count > 0, cfg.replay_steps, 0)
-                ones = tf.ones((bs,), tf.float32)
-                r = tf.constant(0)
-                while r < n_replay:
-                    seed = tf.stack([tf.constant(cfg.seed, tf.int64), self._rng_counter.read_value()])
-                    self._rng_counter.assign_add(1)
-                    pick = tf.random.stateless_uniform((bs,), seed=seed, minval=0, maxval=count, dtype=tf.int32)
-                    l_sum, h_sum = step(tf.gather(self._rep_x, pick), tf.gather(self._rep_y, pick), ones)
-                    loss_sum += l_sum
-                    hit_sum += h_sum
-                    rows_sum += float(bs)
-                    steps += 1
-                    r += 1
-
-            # Held-out rows join the window; then the window is measured.
-            ne = n - nt
-            ring_write(self._win_x, self._win_y, self._win_pos, win_size,
-                       tf.gather(xi, nt + tf.range(e_max)), tf.gather(yi, nt + tf.range(e_max)), ne)
-            self._win_pos.assign((self._win_pos + ne) % win_size)
-            self._win_count.assign(tf.minimum(self._win_count + ne, win_size))
-            wcount = self._win_count.read_value()
-            valid = tf.cast(tf.range(win_size) < wcount, tf.float32)
-            w_hits = tf.reduce_sum(correct(model(self._win_x.read_value(), training=False), self._win_y) * valid)
-            w_acc = tf.where(wcount > 0, w_hits / tf.cast(tf.maximum(wcount, 1), tf.float32), nan)
-            has_rows = rows_sum > 0
-            out = out.write(i, tf.stack([
-                tf.where(has_rows, loss_sum / tf.maximum(rows_sum, 1.0), nan),
-                tf.where(has_rows, hit_sum / tf.maximum(rows_sum, 1.0), nan),
-                w_acc,
-                pre_acc,
-                tf.cast(wcount, tf.float32),
-                tf.cast(steps, tf.float32),
-            ]))
+            out = out.write(i, self._run_batch(xi, yi, n, nt, nan))
             i += 1
         return out.stack()
 
+    def _run_batch(self, xi, yi, n, nt, nan):  # noqa: ANN001, ANN202 - traced
+        """One mini-batch of ``n`` rows (``nt`` trained): predict, train, window; its 6 metrics."""
+        import tensorflow as tf
 
-class SeedLoop:
-    """The blog's loop, literally: per mini-batch ``model.fit`` on the first part, ``model.evaluate`` on the window.
+        pre_acc = self._prequential_accuracy(xi, yi, n, nan)
+        loss_sum, hit_sum, rows_sum = tf.constant(0.0), tf.constant(0.0), tf.constant(0.0)
+        steps = tf.constant(0)
+        if self._plain:
+            loss_sum, hit_sum, rows_sum, steps = self._plain_steps(xi, yi, nt, loss_sum, hit_sum, rows_sum, steps)
+        if self._replay:
+            loss_sum, hit_sum, rows_sum, steps = self._replay_steps(xi, yi, nt, loss_sum, hit_sum, rows_sum, steps)
+        w_acc, wcount = self._update_window(xi, yi, n, nt, nan)
+        has_rows = rows_sum > 0
+        return tf.stack([
+            tf.where(has_rows, loss_sum / tf.maximum(rows_sum, 1.0), nan),
+            tf.where(has_rows, hit_sum / tf.maximum(rows_sum, 1.0), nan),
+            w_acc,
+            pre_acc,
+            tf.cast(wcount, tf.float32),
+            tf.cast(steps, tf.float32),
+        ])
 
-    Slow by design (several Keras calls per mini-batch); it is the reference the fast learner is measured and
-    checked against. Same inputs and :class:`BatchMetrics` as :class:`IncrementalLearner` (mode is ignored).
+    def _prequential_accuracy(self, xi, yi, n, nan):  # noqa: ANN001, ANN202 - traced
+        """The whole mini-batch's accuracy, before any training on it."""
+        import tensorflow as tf
 
-    Args:
-        model: A compiled Keras model with an ``accuracy`` metric (see :func:`include.model.build_model`).
-        config: The stream settings.
-        shuffle: Passed to ``fit``; the blog used Keras's default (True), which shuffles the 80 rows before batching.
-    """
+        rows_mask = tf.cast(tf.range(self._rows_pad) < n, tf.float32)
+        pre = tf.reduce_sum(_correct(self.model(xi, training=False), yi) * rows_mask)
+        return tf.where(n > 0, pre / tf.cast(tf.maximum(n, 1), tf.float32), nan)
 
-    def __init__(self, model: Any, config: LearnerConfig | None = None, shuffle: bool = True) -> None:
-        self.model = model
-        self.config = config or LearnerConfig()
-        self.shuffle = shuffle
-        width = int(model.inputs[0].shape[-1])
-        self._win_x = np.zeros((0, width), np.float32)
-        self._win_y = np.zeros((0,), np.float32)
-        self.batches_seen = 0
+    def _plain_steps(self, xi, yi, nt, loss_sum, hit_sum, rows_sum, steps):  # noqa: ANN001, ANN202 - traced
+        """The first ``nt`` rows, once, in order, in steps of ``train_batch_size``; the sums carried on."""
+        import tensorflow as tf
 
-    def process(self, x: np.ndarray, y: np.ndarray, sizes: Sequence[int] | None = None) -> list[BatchMetrics]:
-        cfg = self.config
-        x = np.asarray(x, dtype=np.float32)
-        y = np.asarray(y, dtype=np.float32).reshape(-1)
-        out = []
-        row = 0
-        for s in split_sizes(x.shape[0], cfg.batch_messages, sizes):
-            xb, yb = x[row:row + s], y[row:row + s]
-            row += s
-            nt = cfg.train_rows(s)
-            pre = float(np.mean((self.model.predict_on_batch(xb)[:, 0] > 0.5) == (yb > 0.5))) if s else math.nan
-            loss = tacc = math.nan
-            steps = 0
-            if nt:
-                hist = self.model.fit(xb[:nt], yb[:nt], batch_size=cfg.train_batch_size, epochs=1, verbose=0,
-                                      shuffle=self.shuffle)
-                loss, tacc = float(hist.history["loss"][-1]), float(hist.history["accuracy"][-1])
-                steps = -(-nt // cfg.train_batch_size)
-            self._win_x = np.concatenate([self._win_x, xb[nt:]])[-cfg.window_size:]
-            self._win_y = np.concatenate([self._win_y, yb[nt:]])[-cfg.window_size:]
-            wacc = math.nan
-            if len(self._win_y):
-                res = self.model.evaluate(self._win_x, self._win_y, verbose=0, return_dict=True)
-                wacc = float(res["accuracy"])
-            out.append(BatchMetrics(
-                index=self.batches_seen, n=s, n_train=nt, n_eval=s - nt, loss=loss, train_accuracy=tacc,
-                window_accuracy=wacc, prequential_accuracy=pre, window_size_now=len(self._win_y), steps=steps,
-            ))
-            self.batches_seen += 1
-        return out
+        bs = self._bs
+        start = tf.constant(0)
+        while start < nt:
+            rows = start + tf.range(bs)
+            mask = tf.cast(rows < nt, tf.float32)
+            xs, ys = tf.gather(xi, rows), tf.gather(yi, rows)
+            l_sum, h_sum = self._step(xs, ys, mask)
+            loss_sum += l_sum
+            hit_sum += h_sum
+            rows_sum += tf.reduce_sum(mask)
+            steps += 1
+            start += bs
+        return loss_sum, hit_sum, rows_sum, steps
+
+    def _replay_steps(self, xi, yi, nt, loss_sum, hit_sum, rows_sum, steps):  # noqa: ANN001, ANN202 - traced
+        """The new training rows join the replay buffer, then ``replay_steps`` steps on draws from it."""
+        import tensorflow as tf
+
+        cfg, bs = self.config, self._bs
+        self._ring_write(self._rep_x, self._rep_y, self._rep_pos, cfg.replay_buffer, xi[:self._t_max], yi[:self._t_max], nt)
+        self._rep_pos.assign((self._rep_pos + nt) % cfg.replay_buffer)
+        self._rep_count.assign(tf.minimum(self._rep_count + nt, cfg.replay_buffer))
+        count = self._rep_count.read_value()
+        n_replay = tf.where(count > 0, cfg.replay_steps, 0)
+        ones = tf.ones((bs,), tf.float32)
+        r = tf.constant(0)
+        while r < n_replay:
+            # A counter-based RNG: the draws depend only on the seed and the checkpointed counter.
+            seed = tf.stack([tf.constant(cfg.seed, tf.int64), self._rng_counter.read_value()])
+            self._rng_counter.assign_add(1)
+            pick = tf.random.stateless_uniform((bs,), seed=seed, minval=0, maxval=count, dtype=tf.int32)
+            l_sum, h_sum = self._step(tf.gather(self._rep_x, pick), tf.gather(self._rep_y, pick), ones)
+            loss_sum += l_sum
+            hit_sum += h_sum
+            rows_sum += float(bs)
+            steps += 1
+            r += 1
+        return loss_sum, hit_sum, rows_sum, steps
+
+    def _update_window(self, xi, yi, n, nt, nan):  # noqa: ANN001, ANN202 - traced
+        """The held-out rows join the window; then the window is measured. Its accuracy and row count."""
+        import tensorflow as tf
+
+        win_size, e_max = self.config.window_size, self._e_max
+        ne = n - nt
+        self._ring_write(self._win_x, self._win_y, self._win_pos, win_size,
+                         tf.gather(xi, nt + tf.range(e_max)), tf.gather(yi, nt + tf.range(e_max)), ne)
+        self._win_pos.assign((self._win_pos + ne) % win_size)
+        self._win_count.assign(tf.minimum(self._win_count + ne, win_size))
+        wcount = self._win_count.read_value()
+        valid = tf.cast(tf.range(win_size) < wcount, tf.float32)
+        w_hits = tf.reduce_sum(_correct(self.model(self._win_x.read_value(), training=False), self._win_y) * valid)
+        return tf.where(wcount > 0, w_hits / tf.cast(tf.maximum(wcount, 1), tf.float32), nan), wcount
+
+    def _step(self, xs, ys, mask):  # noqa: ANN001, ANN202 - traced
+        """One gradient step on the rows where ``mask`` is 1 (mean loss over them); their loss and hit sums."""
+        import keras
+        import tensorflow as tf
+
+        tvars = self.model.trainable_variables
+        with tf.GradientTape() as tape:
+            pred = self.model(xs, training=True)
+            per_row = keras.losses.binary_crossentropy(ys[:, None], pred)
+            per_row = tf.where(mask > 0, per_row, 0.0)
+            loss = tf.reduce_sum(per_row) / tf.reduce_sum(mask)
+        grads = tape.gradient(loss, tvars)
+        self.optimizer.apply(grads, tvars)
+        return tf.reduce_sum(per_row), tf.reduce_sum(_correct(pred, ys) * mask)
+
+    @staticmethod
+    def _ring_write(var_x, var_y, pos, size, xs, ys, count):  # noqa: ANN001, ANN205 - traced
+        """Write rows ``xs[:count]`` at ``pos, pos+1, ...`` (mod ``size``); the padded rows write back what is there."""
+        import tensorflow as tf
+
+        rows = int(xs.shape[0])  # static: XLA needs fixed shapes
+        idx = (pos + tf.range(rows)) % size
+        keep = tf.range(rows) < count
+        new_x = tf.where(keep[:, None], xs, tf.gather(var_x, idx))
+        new_y = tf.where(keep, ys, tf.gather(var_y, idx))
+        var_x.scatter_nd_update(idx[:, None], new_x)
+        var_y.scatter_nd_update(idx[:, None], new_y)
+
+
+def _correct(pred, labels):  # noqa: ANN001, ANN202 - traced
+    """1.0 where the prediction (threshold 0.5) matches the label, else 0.0."""
+    import tensorflow as tf
+
+    return tf.cast(tf.equal(tf.cast(pred[:, 0] > 0.5, tf.float32), labels), tf.float32)

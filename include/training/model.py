@@ -24,7 +24,7 @@ class SchemaEncoding(keras.layers.Layer):
     """Raw slots -> model features: numeric ``(v - min) / (max - min)``, category / hour / day of week one-hot.
 
     Args:
-        layout: The raw layout, ``(name, kind, params)`` per input column (see :func:`include.features.raw_layout`).
+        layout: The raw layout, ``(name, kind, params)`` per input column (see :func:`include.training.decode.raw_layout`).
     """
 
     def __init__(self, layout: Sequence[Sequence[Any]], **kwargs: Any) -> None:
@@ -97,7 +97,7 @@ def build_model(
         seed: Seeds the weight initialisers, so the same seed gives the same initial model.
 
     Returns:
-        The compiled model; its input is the raw matrix of :func:`include.features.decode_batch`.
+        The compiled model; its input is the raw matrix of :func:`include.training.decode.decode_batch`.
     """
     layout: list[RawSlot] = raw_layout(schema)
     inputs = keras.Input(shape=(len(layout),), name="raw", dtype="float32")

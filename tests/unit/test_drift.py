@@ -14,7 +14,8 @@ from datetime import date  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from include.training.drift import DETECTORS, DriftConfig, DriftMonitor, PageHinkley, detector_from_dict, make_detector  # noqa: E402
+from include.training.drift import DriftConfig, DriftMonitor  # noqa: E402
+from include.training.drift_detectors import DETECTORS, PageHinkley, detector_from_dict, make_detector  # noqa: E402
 
 
 def batch_errors(rng: np.random.Generator, p: float, count: int, rows: int = 100) -> np.ndarray:
@@ -186,7 +187,8 @@ def blog_schema():
 
 
 def small_learner(schema, **changes):
-    from include.training.learner import IncrementalLearner, LearnerConfig
+    from include.training.learner import IncrementalLearner
+    from include.training.learner_config import LearnerConfig
     from include.training.model import build_model
 
     # Not XLA-compiled: compiling costs more than these few mini-batches.
@@ -311,7 +313,8 @@ def generated(tmp_path, days, drift_from=None, seed=7):
 
 
 def replay_learner(schema, seed=0, mode="replay"):
-    from include.training.learner import IncrementalLearner, LearnerConfig
+    from include.training.learner import IncrementalLearner
+    from include.training.learner_config import LearnerConfig
     from include.training.model import build_model
 
     return IncrementalLearner(build_model(schema, seed=seed), LearnerConfig(mode=mode, seed=seed))

@@ -1,4 +1,4 @@
-"""The compiled incremental learner and the reference loop (include.training.learner)."""
+"""The compiled incremental learner (include.training.learner) and the reference loop (include.training.seed_loop)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from include.training.decode import raw_layout, raw_width  # noqa: E402
-from include.training.learner import IncrementalLearner, LearnerConfig, SeedLoop, split_sizes  # noqa: E402
+from include.training.learner import IncrementalLearner  # noqa: E402
+from include.training.learner_config import LearnerConfig, split_sizes  # noqa: E402
+from include.training.seed_loop import SeedLoop  # noqa: E402
 from include.training.model import build_model  # noqa: E402
 from include.schema import load_schema  # noqa: E402
 

@@ -1,0 +1,98 @@
+"""What a training run is asked to do, what it reports, and the one error that means "another trainer".
+
+Owns: :class:`TrainOptions` (a run's knobs), :class:`TrainSummary` (its report, also the command line's JSON) and
+:class:`TrainerBusy`. Plain data only: this module never reads the environment, Kafka, the database or a checkpoint,
+and imports nothing heavy, so the command line can name :class:`TrainerBusy` without loading TensorFlow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+class TrainerBusy(RuntimeError):
+    """Another trainer holds the lock or advanced the checkpoint: this run changed nothing."""
+
+
+@dataclass
+class TrainOptions:
+    """What a run does. Defaults are the blog's semantics (seed mode, mini-batches of 100).
+
+    Attributes:
+        model_name: The model's own checkpoint folder and history curve.
+        mode: ``seed`` (the blog's single pass) or ``replay`` (see :mod:`include.training.learner`).
+        reader: ``confluent`` (explicit offsets) or ``tfio`` (tensorflow-io's reader, the seed's).
+        max_records: Stop after this many records (confluent reader only).
+        max_seconds: Stop after this long (confluent reader only).
+        checkpoint_every_s: Make progress durable at least this often.
+        chunk_batches: Mini-batches per compiled learner call.
+        learning_rate: Assigned to a new model's optimizer; None keeps the model's own.
+        replay_buffer: Replay rows kept (replay mode, new models); None keeps the learner's default.
+        replay_steps: Replay steps per mini-batch (replay mode, new models); None keeps the learner's default.
+        keep_checkpoints: Complete checkpoint bundles kept on disk.
+        seed: Seeds a new model's weights and the replay draws.
+        drift: Reaction to a detected drift: ``none`` | ``shrink`` | ``retrain`` (detection always runs).
+        drift_detector: ``ewma`` | ``page_hinkley`` (:data:`include.training.drift_detectors.DETECTORS`).
+    """
+
+    model_name: str = "default"
+    mode: str = "seed"  # seed | replay
+    reader: str = "confluent"  # confluent | tfio
+    max_records: int | None = None
+    max_seconds: float | None = None
+    checkpoint_every_s: float = 60.0
+    chunk_batches: int = 64
+    learning_rate: float | None = None
+    replay_buffer: int | None = None
+    replay_steps: int | None = None
+    keep_checkpoints: int = 3
+    seed: int = 0
+    drift: str = "none"  # reaction to a detected drift: none | shrink | retrain (detection always runs)
+    drift_detector: str = "ewma"  # ewma | page_hinkley (include.training.drift_detectors.DETECTORS)
+
+
+@dataclass
+class TrainSummary:
+    """What one run did; :meth:`as_dict` is what the command line prints and the DAG task returns.
+
+    Attributes:
+        run_id: This run's id (its ``training_runs`` row).
+        status: ``running`` while it trains, then ``success`` or ``failed``.
+        stop_reason: Why reading stopped (``include.kafka.reader.STOP_*``), None before it did.
+        records: Messages read and trained or dead-lettered.
+        trained_rows: Rows the learner received (poison messages left out).
+        poison: Messages dead-lettered.
+        batches: Mini-batches trained.
+        offsets_from: The next offset of every partition at start (the checkpoint's).
+        offsets_to: The next offsets of the newest checkpoint this run made durable.
+        end_offsets_at_start: The end offsets seen at start: nothing at or past them is read.
+        checkpoint_from: The checkpoint this run resumed from.
+        checkpoint_id: The newest checkpoint when the run ended.
+        window_accuracy: The last mini-batch's held-out window accuracy.
+        prequential_accuracy: The last mini-batch's prequential accuracy (before training on it).
+        drift_events: Drift detections during this run.
+        seconds: The whole run, lock to summary.
+        records_per_s: ``records / seconds``.
+    """
+
+    run_id: str
+    status: str
+    stop_reason: str | None
+    records: int = 0
+    trained_rows: int = 0
+    poison: int = 0
+    batches: int = 0
+    offsets_from: dict[str, int] = field(default_factory=dict)
+    offsets_to: dict[str, int] = field(default_factory=dict)
+    end_offsets_at_start: dict[str, int] = field(default_factory=dict)
+    checkpoint_from: str | None = None
+    checkpoint_id: str | None = None
+    window_accuracy: float | None = None
+    prequential_accuracy: float | None = None
+    drift_events: int = 0
+    seconds: float = 0.0
+    records_per_s: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
