@@ -12,7 +12,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from sqlalchemy import select
 
 from include.history import db
-from include.monitoring.queries import kafka_status
+from include.monitoring.lag import kafka_status
 from include.settings import settings_from_env
 from tests.support import BLOG_FILE, Runner, create_topic, end_offset, ingest_blog_file, read_topic, unique
 
