@@ -160,7 +160,7 @@ def test_topic_deleted_and_recreated_under_the_trainer_is_a_clear_error(tmp_path
 
 # What the ingest task of a DAG run does for its data interval (here 2026-01-05 to 2026-01-08).
 INGEST_INTERVAL = (
-    "import json; from datetime import datetime, timezone; from include.ingest.files import ingest_interval; "
+    "import json; from datetime import datetime, timezone; from include.ingest.interval import ingest_interval; "
     "utc = timezone.utc; result = ingest_interval(datetime(2026, 1, 5, tzinfo=utc), datetime(2026, 1, 8, tzinfo=utc), "
     "use_airflow=False); print(json.dumps(result.as_dict()))"
 )
