@@ -15,16 +15,12 @@ boundaries found with numpy and the common forms read by the fast paths of :mod:
 only accept what they prove valid; every other field goes to the scalar parser. Hour of day and day of week come
 from the parsed epoch milliseconds, whichever path read them.
 
-Message framing, which is not about values, is this module's own: a value may be bytes, bytearray or str (UTF-8);
-``None`` (a tombstone) and a blank value are ``empty message``; one leading byte-order mark and any trailing CR/LF
-are dropped; a value with a quote is read as one RFC 4180 record like the validator reads a quoted line, and a CR or
-LF elsewhere is ``more than one line in one message``. Ingest never produces any of these but quoting.
+Message framing, which is not about values (a byte-order mark, line ends, tombstones, CSV quoting), is
+:mod:`include.training.framing`'s.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -33,6 +29,7 @@ import numpy as np
 from include.schema import Column, CsvSchema
 from include.schema.columns import PAD, CategoryReader, NumberReader, read_timestamps
 from include.schema.values import FieldInvalid, Parser, field_count_reason, field_reason, parser_for
+from include.training.framing import PlainRows, frame
 
 _SEP, _NL = 44, 10
 _MS_PER_HOUR = 3_600_000
@@ -87,7 +84,7 @@ def decode_batch(schema: CsvSchema, values: Sequence[bytes | bytearray | str | N
     """
     plan = _plan(schema)
     errors: dict[int, str] = {}
-    plain, quoted = _frame(values, errors)
+    plain, quoted = frame(values, errors)
     cells = _read_plain(plan, plain, errors)
     if quoted:
         cells = cells.merge(_read_quoted(plan, quoted, errors))
@@ -253,15 +250,6 @@ def _drop(cells: _Cells, bad: dict[int, str], errors: dict[int, str]) -> _Cells:
 
 
 @dataclass(frozen=True)
-class _Plain:
-    """Rows without quotes, one line each, valid UTF-8; ``joined`` is ``b"\\n".join(rows)`` when already made."""
-
-    rows: list[Any]
-    index: np.ndarray
-    joined: bytes | None = None
-
-
-@dataclass(frozen=True)
 class _Fields:
     """Field bounds of plain rows in one buffer: ``buf_bytes[starts[r, c]:ends[r, c]]``."""
 
@@ -275,7 +263,7 @@ class _Fields:
         return self.buf_bytes[int(self.starts[r, ci]):int(self.ends[r, ci])].decode("utf-8")
 
 
-def _read_plain(plan: _Plan, plain: _Plain, errors: dict[int, str]) -> _Cells:
+def _read_plain(plan: _Plan, plain: PlainRows, errors: dict[int, str]) -> _Cells:
     fields = _split(plan, plain, errors)
     if fields.index.size == 0:
         return _Cells.empty(plan, fields.index)
@@ -283,7 +271,7 @@ def _read_plain(plan: _Plan, plain: _Plain, errors: dict[int, str]) -> _Cells:
     return _drop(cells, _settle(plan, cells, pending, fields.text), errors) if pending else cells
 
 
-def _split(plan: _Plan, plain: _Plain, errors: dict[int, str]) -> _Fields:
+def _split(plan: _Plan, plain: PlainRows, errors: dict[int, str]) -> _Fields:
     """Find every field's bounds; rows with the wrong number of fields are reported and left out."""
     if not plain.rows:
         return _Fields(np.zeros(0, np.uint8), b"", np.zeros((0, plan.ncols), np.int64),
@@ -332,72 +320,6 @@ def _read_fast(plan: _Plan, fields: _Fields) -> tuple[_Cells, list[tuple[int, np
         if not accepted.all():
             pending.append((ci, np.flatnonzero(~accepted)))
     return _Cells(fields.index, numbers, categories, times), [(ci, rows) for ci, rows in pending if rows.size]
-
-
-# --- framing ------------------------------------------------------------------------------------------------------
-
-
-class _Unframed(ValueError):
-    """A message that is not one CSV row; the message is the reason."""
-
-
-def _frame(values: Sequence[Any], errors: dict[int, str]) -> tuple[_Plain, list[tuple[int, list[str]]]]:
-    """Sort the messages into plain rows and quoted rows' fields; report the ones that are not one row.
-
-    The common case (plain ASCII bytes, one line each) costs one join and four scans of the joined buffer.
-    """
-    rows = values if isinstance(values, list) else list(values)
-    try:
-        joined = b"\n".join(rows)
-    except TypeError:  # a None or a str among them
-        joined = None
-    if (
-        joined is not None
-        and joined.isascii()
-        and joined.count(b"\n") == len(rows) - 1
-        and b"\r" not in joined
-        and b'"' not in joined
-    ):
-        return _Plain(rows, np.arange(len(rows), dtype=np.int64), joined), []
-    plain, index, quoted = [], [], []
-    for i, value in enumerate(rows):
-        try:
-            row = _frame_one(value)
-        except _Unframed as exc:
-            errors[i] = str(exc)
-            continue
-        if isinstance(row, list):
-            quoted.append((i, row))
-        else:
-            plain.append(row)
-            index.append(i)
-    return _Plain(plain, np.array(index, dtype=np.int64)), quoted
-
-
-def _frame_one(value: Any) -> bytes | list[str]:
-    """One message as a plain row (UTF-8 bytes) or, when it has quotes, as its fields."""
-    if value is None:
-        raise _Unframed("empty message (no value)")
-    if not isinstance(value, (str, bytes, bytearray, memoryview)):
-        raise _Unframed(f"unsupported value type {type(value).__name__}")
-    try:
-        # Through bytes for a str too: a str may hold lone surrogates, which no UTF-8 message can.
-        text = (value.encode("utf-8") if isinstance(value, str) else bytes(value)).decode("utf-8")
-    except UnicodeError as exc:
-        raise _Unframed(f"not valid UTF-8 ({exc.__class__.__name__}: {exc})") from None
-    text = text.removeprefix("\ufeff").rstrip("\r\n")
-    if '"' in text:
-        # As the validator reads a quoted record: one RFC 4180 record, strictly.
-        try:
-            records = list(csv.reader(io.StringIO(text, newline=""), strict=True))
-        except csv.Error as exc:
-            raise _Unframed(f"bad CSV quoting ({exc})") from None
-        if len(records) != 1:
-            raise _Unframed("more than one line in one message")
-        return records[0]
-    if "\n" in text or "\r" in text:
-        raise _Unframed("more than one line in one message")
-    return text.encode("utf-8")
 
 
 def _read_quoted(plan: _Plan, quoted: list[tuple[int, list[str]]], errors: dict[int, str]) -> _Cells:
