@@ -66,7 +66,7 @@ class NumberReader:
         values, proven = _unsigned_integers(buf, buf_bytes, starts, ends)
         rest = np.flatnonzero(~proven)
         if rest.size:
-            is_int = np.broadcast_to(self.is_int, shape).ravel()[rest]
+            is_int = self.is_int[rest % shape[1]]  # fields are row-major: the column is the index mod width
             values[rest], proven[rest] = _decimals(buf, starts[rest], ends[rest], is_int)
         values, proven = values.reshape(shape), proven.reshape(shape)
         return values, proven & (values >= self.lo) & (values <= self.hi)
@@ -82,7 +82,7 @@ def _unsigned_integers(buf: np.ndarray, buf_bytes: bytes, starts: np.ndarray,
     """
     lens = ends - starts
     words = np.ndarray(shape=(buf.size - 7,), dtype=_U8, buffer=buf_bytes, strides=(1,))[ends - 8]
-    y = (words ^ _C30) & _KEEP_LAST[np.clip(lens, 0, 8)]
+    y = (words ^ _C30) & _KEEP_LAST[np.minimum(lens, 8)]
     ok = ((y & _CF0) == 0) & (((y + _C06) & _C10) == 0) & (lens > 0) & (lens <= 8)
     y = (y * np.uint64(10) + (y >> np.uint64(8))) & np.uint64(0x00FF00FF00FF00FF)
     y = (y * np.uint64(100) + (y >> np.uint64(16))) & np.uint64(0x0000FFFF0000FFFF)

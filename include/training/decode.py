@@ -98,6 +98,8 @@ _PLANS: dict[int, tuple[CsvSchema, "_Plan"]] = {}
 
 @dataclass(frozen=True)
 class _Plan:
+    """What to read from which CSV column and where it goes in the raw matrix."""
+
     columns: tuple[Column, ...]
     parsers: tuple[Parser, ...]  # the scalar rule of each column
     slots: tuple[tuple[str, str, dict[str, Any], int], ...]  # raw slots with the CSV column each comes from
