@@ -19,7 +19,7 @@ the same machine conditions; the report gives the medians over ``--rounds`` and 
 a shared machine are noisy: only ratios measured side by side mean anything, and the best pass of a process is the
 one the machine's other work disturbed least.
 
-    .venv/bin/python bench/bench_parse.py --before /tmp/parse-before --rounds 5
+    .venv/bin/python bench/bench_parse.py --before /tmp/parse-before
 """
 
 from __future__ import annotations
@@ -170,8 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=1_000_000, help="drone rows to validate and decode")
     parser.add_argument("--blog-rows", type=int, default=640_000, help="blog rows to decode (the file repeated)")
     parser.add_argument("--chunk", type=int, default=6_400, help="message values per decode_batch call")
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--repeats", type=int, default=3, help="passes per process; the best one counts")
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--repeats", type=int, default=5, help="passes per process; the best one counts")
     parser.add_argument("--before", type=Path, help="a worktree of the commit to compare with")
     parser.add_argument("--out", type=Path, default=PROJECT / "bench" / "results" / "parse.md")
     parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)  # internal: one measurement, as JSON
