@@ -5,74 +5,55 @@ normalised CSV line that becomes the Kafka message value, or as a :class:`RowErr
 was bad, in which field, and why. The producer sends the first kind to the topic and the second to the dead-letter
 topic; :func:`validate_file` only counts them.
 
-This module must never read a whole file into memory, nor hold more than one chunk plus ``max_line_bytes`` of it:
-files are read in fixed-size binary chunks and an overlong line is skipped, not collected, so memory stays bounded
-whatever a file holds. It never writes anything, and it never guesses a layout: the schema says what a valid row is.
+Owns the row checks and the public API. How a file is cut into lines and records (chunks, BOM, UTF-8, quoting,
+bounded memory) is :mod:`include.ingest.csv_lines`'s; what a field string means is the one value parser's,
+:mod:`include.schema.values`, which the training decoder uses too, so a row this module accepts is read by
+training with exactly the values it was accepted with. This module never writes anything, never holds more of a
+file than the framing does, and never guesses a layout: the schema says what a valid row is.
 
 Speed matters (the ingest must pass well over 200,000 rows/s through one process), so the common path is kept
-short: a chunk is decoded at once and split on newlines, a line without a quote is split on commas, and each field
-is looked up in a per-column cache of strings already known to be valid. A chunk with no quote, no empty line and
-no unreadable line at all (nearly every chunk) skips even the per-line checks for those. Everything else (quotes,
-cache misses, errors) takes a slower, careful path.
+short: a chunk's lines are split on commas, and each field is looked up in a per-column cache of strings already
+known to be valid (string -> parsed value). A chunk with no quote, no empty line and no unreadable line at all
+(nearly every chunk) skips even the per-line checks for those. Everything else (quotes, cache misses, errors)
+takes a slower, careful path, where the value parser decides.
 """
 
 from __future__ import annotations
 
 import csv
-import io
-import os
-import re
-from contextlib import contextmanager
+from dataclasses import dataclass, field
 from operator import contains
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Any, BinaryIO, Callable, Iterator, Union
+from typing import Any, Iterator, Union
 
-from include.schema import Column, CsvSchema
+from include.ingest.csv_lines import (
+    CHUNK_BYTES,
+    MAX_LINE_BYTES,
+    RAW_CHARS,
+    LineBatch,
+    QuotedRecords,
+    RowError,
+    Source,
+    binary_stream,
+    line_batches,
+    source_name,
+)
+from include.schema import CsvSchema
+from include.schema.values import (
+    FieldInvalid,
+    field_count_reason,
+    field_reason,
+    parse_timestamp,
+    parse_utc_ms,
+    parser_for,
+)
 
-BOM = b"\xef\xbb\xbf"
-# One read; 1 MiB keeps the per-chunk overhead negligible while memory stays small.
-CHUNK_BYTES = 1 << 20
-MAX_LINE_BYTES = 1_000_000
-RAW_CHARS = 200
 # How many distinct valid strings each column remembers; bounds memory for columns with many distinct values
 # (timestamps, floats), where values past the limit are simply checked the slow way every time.
 KNOWN_VALUES_LIMIT = 16_384
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_ONE_MS = timedelta(milliseconds=1)
-_FLOAT = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
-
-Source = Union[str, os.PathLike, BinaryIO]
-
 
 class HeaderError(ValueError):
     """The file's first line is not the header its schema declares."""
-
-
-@dataclass(frozen=True)
-class RowError:
-    """One bad record.
-
-    Attributes:
-        file: The file's name, as given to :func:`iter_rows`.
-        line: The 1-based physical line number where the record starts.
-        field: The offending column's name, or None when the record as a whole is bad.
-        reason: What is wrong, for a human (e.g. ``field 'x' = '25' is above max 19``).
-        raw: The record's raw text, truncated to 200 characters.
-    """
-
-    file: str
-    line: int
-    field: str | None
-    reason: str
-    raw: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.reason}"
 
 
 # Not frozen: a frozen dataclass is about four times slower to build, and millions are built per second.
@@ -122,98 +103,6 @@ class ValidationSummary:
         }
 
 
-class _FieldInvalid(ValueError):
-    """Raised by a column checker; its message is the reason without the field prefix."""
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Column checks (the slow, exact path; their results fill the caches that the fast path looks up)
-
-
-def _number_text(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else str(value)
-
-
-def _check_range(value: float, col: Column) -> None:
-    if col.min is not None and value < col.min:
-        raise _FieldInvalid(f"is below min {_number_text(col.min)}")
-    if col.max is not None and value > col.max:
-        raise _FieldInvalid(f"is above max {_number_text(col.max)}")
-
-
-def _int_checker(col: Column) -> Callable[[str], Any]:
-    def check(text: str) -> None:
-        # int() alone would also take ' 7', '1_000' and non-ASCII digits; a CSV integer is plain ASCII digits.
-        digits = text[1:] if text[:1] in ("-", "+") else text
-        if not (digits.isascii() and digits.isdigit()):
-            raise _FieldInvalid("is not an integer")
-        if len(digits) > 30:
-            # int() refuses strings over 4,300 digits, and no declared range needs 30; say so instead.
-            raise _FieldInvalid(f"has {len(digits)} digits, out of any declared range")
-        _check_range(int(text), col)
-
-    return check
-
-
-def _float_checker(col: Column) -> Callable[[str], Any]:
-    def check(text: str) -> None:
-        # float() alone would also take 'nan', 'inf', '1_0' and surrounding spaces.
-        if not _FLOAT.fullmatch(text):
-            raise _FieldInvalid("is not a number")
-        _check_range(float(text), col)
-
-    return check
-
-
-def _category_checker(col: Column) -> Callable[[str], Any]:
-    allowed = frozenset(col.categories)
-    listing = ", ".join(col.categories)
-
-    def check(text: str) -> None:
-        if text not in allowed:
-            raise _FieldInvalid(f"is not one of {listing}")
-
-    return check
-
-
-def _timestamp_ms(text: str) -> int:
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise _FieldInvalid("is not an ISO 8601 timestamp (e.g. 2026-01-05T13:00:00Z)") from None
-    if moment.tzinfo is None:
-        raise _FieldInvalid("has no time zone; expected UTC, e.g. 2026-01-05T13:00:00Z")
-    if moment.utcoffset() != timedelta(0):
-        raise _FieldInvalid("is not in UTC; expected a Z or +00:00 suffix")
-    return (moment - _EPOCH) // _ONE_MS
-
-
-def parse_utc_ms(text: str) -> int:
-    """Parse an ISO 8601 UTC timestamp (``2026-01-05T13:00:00Z``) into epoch milliseconds, as the validator does.
-
-    Args:
-        text: The timestamp; it must carry a zero UTC offset (``Z`` or ``+00:00``).
-
-    Returns:
-        Milliseconds since 1970-01-01T00:00:00Z.
-
-    Raises:
-        ValueError: The text is not an ISO 8601 timestamp in UTC.
-    """
-    try:
-        return _timestamp_ms(text)
-    except _FieldInvalid as exc:
-        raise ValueError(f"{text!r} {exc}") from None
-
-
-_CHECKER_FACTORIES: dict[str, Callable[[Column], Callable[[str], Any]]] = {
-    "int": _int_checker,
-    "float": _float_checker,
-    "category": _category_checker,
-    "timestamp": lambda col: _timestamp_ms,
-}
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Row checks
 
@@ -227,26 +116,26 @@ class _RowChecker:
         self.width = len(schema.columns)
         self.key_index = schema.key_index
         self.time_index = schema.time_index
-        self.checks = [_CHECKER_FACTORIES[c.type](c) for c in schema.columns]
-        # Per column: valid string -> parsed value (epoch ms for the time column, None otherwise).
-        self.known: list[dict[str, Any]] = [dict.fromkeys(c.categories) for c in schema.columns]
+        self.parsers = [parser_for(c) for c in schema.columns]
+        # Per column: valid string -> its parsed value (a category column starts out knowing its categories).
+        self.known: list[dict[str, Any]] = [{c: k for k, c in enumerate(col.categories)} for col in schema.columns]
 
     def error(self, line: int, field_name: str | None, reason: str, raw: str) -> RowError:
         return RowError(self.file, line, field_name, reason, raw[:RAW_CHARS])
 
     def check(self, line: int, fields: list[str], text: str) -> ValidRow | RowError:
-        """Check one record exactly, filling the caches; the fast path in :func:`iter_rows` falls back to this."""
+        """Check one record exactly, filling the caches; the fast path in :func:`_rows` falls back to this."""
         if len(fields) != self.width:
             if not text.strip():
                 return self.error(line, None, "empty line", text)
-            return self.error(line, None, f"expected {self.width} fields, found {len(fields)}", text)
-        for col, check, known, value in zip(self.columns, self.checks, self.known, fields):
+            return self.error(line, None, field_count_reason(self.width, len(fields)), text)
+        for col, parse, known, value in zip(self.columns, self.parsers, self.known, fields):
             if value in known:
                 continue
             try:
-                parsed = check(value)
-            except _FieldInvalid as exc:
-                return self.error(line, col.name, f"field {col.name!r} = {value[:40]!r} {exc}", text)
+                parsed = parse(value)
+            except FieldInvalid as exc:
+                return self.error(line, col.name, field_reason(col, value, exc), text)
             if len(known) < KNOWN_VALUES_LIMIT:
                 known[value] = parsed
         return ValidRow(line, tuple(fields), text, self.key_of(fields), self.time_of(fields))
@@ -259,206 +148,11 @@ class _RowChecker:
             return None
         text = fields[self.time_index]
         known = self.known[self.time_index].get(text)
-        return known if known is not None else _timestamp_ms(text)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Quoted records (RFC 4180): the only records that may span physical lines
-
-
-def _to_csv(fields: list[str]) -> str:
-    """Serialise fields as one CSV record, quoting only the fields that need it."""
-    out = []
-    for value in fields:
-        if "," in value or '"' in value or "\n" in value or "\r" in value:
-            value = '"' + value.replace('"', '""') + '"'
-        out.append(value)
-    return ",".join(out)
-
-
-class _QuotedRecords:
-    """Joins physical lines into records while a quoted field is open.
-
-    A record is complete when its count of quote characters is even (an escaped quote counts two). A record that
-    never completes (end of file, ``max_line_bytes`` reached, an unreadable line) or does not parse is reported at
-    its first line, and the lines after its first are read again as records of their own: one stray quote must
-    not swallow the rest of a file.
-    """
-
-    def __init__(self, file_name: str, max_record_chars: int) -> None:
-        self.file = file_name
-        self.limit = max_record_chars
-        self.pending: list[tuple[int, str]] = []
-        self.size = 0
-
-    def feed(self, line_no: int, line: str, out: list[Any]) -> None:
-        """Add one physical line; complete records go to ``out`` as (line, fields, text), bad ones as RowError."""
-        odd = line.count('"') % 2 == 1
-        if not self.pending:
-            if odd:
-                self.pending, self.size = [(line_no, line)], len(line)
-            elif '"' in line:
-                self._parse([(line_no, line)], out)
-            else:
-                out.append((line_no, None, line))
-            return
-        self.pending.append((line_no, line))
-        self.size += len(line) + 1
-        if odd:
-            lines, self.pending = self.pending, []
-            self._parse(lines, out)
-        elif self.size > self.limit:
-            self.abort(f"quoted field not closed within {self.limit} characters", out)
-
-    def abort(self, reason: str, out: list[Any]) -> None:
-        """Report the open record as bad and re-read its later lines."""
-        lines, self.pending = self.pending, []
-        out.append(self._error(lines, reason))
-        for line_no, line in lines[1:]:
-            self.feed(line_no, line, out)
-
-    def _parse(self, lines: list[tuple[int, str]], out: list[Any]) -> None:
-        text = "\n".join(line for _, line in lines)
-        try:
-            rows = list(csv.reader(io.StringIO(text, newline=""), strict=True))
-        except csv.Error as exc:
-            rows, problem = [], str(exc)
-        else:
-            problem = "" if len(rows) == 1 else "quoting splits it into several records"
-        if problem:
-            out.append(self._error(lines, f"malformed quoting: {problem}"))
-            for line_no, line in lines[1:]:
-                self.feed(line_no, line, out)
-            return
-        out.append((lines[0][0], rows[0], _to_csv(rows[0])))
-
-    def _error(self, lines: list[tuple[int, str]], reason: str) -> RowError:
-        raw = "\n".join(line for _, line in lines[:3])
-        return RowError(self.file, lines[0][0], None, reason, raw[:RAW_CHARS])
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Physical lines
-
-
-def _raw_text(data: bytes) -> str:
-    return data[: RAW_CHARS * 2].decode("utf-8", "replace")[:RAW_CHARS]
-
-
-def _decode_lines(body: bytes, first_no: int, file_name: str, max_line_bytes: int) -> tuple[list[Any], bool]:
-    """Decode complete lines (``body`` ends with a newline); unreadable or oversized lines become RowErrors.
-
-    Returns:
-        The lines, and whether they are all *plain*: non-empty strs without a quote, which the fast path can take
-        without looking at each one first.
-    """
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        return _decode_lines_one_by_one(body, first_no, file_name, max_line_bytes), False
-    if "\r" in text:
-        text = text.replace("\r\n", "\n")
-    # Three scans of the whole chunk in C replace three tests per line in the hot loop.
-    plain = '"' not in text and "\n\n" not in text and not text.startswith("\n")
-    lines: list[Any] = text.split("\n")
-    lines.pop()  # the empty piece after the final newline
-    # A str has at most as many characters as bytes, so only lines this long can be over the byte limit.
-    if len(body) > max_line_bytes and max(map(len, lines)) * 4 > max_line_bytes:
-        for i, line in enumerate(lines):
-            if len(line) * 4 > max_line_bytes and len(line.encode("utf-8")) > max_line_bytes:
-                lines[i] = _too_long(file_name, first_no + i, max_line_bytes, line.encode("utf-8"))
-                plain = False
-    return lines, plain
-
-
-def _decode_lines_one_by_one(body: bytes, first_no: int, file_name: str, max_line_bytes: int) -> list[Any]:
-    lines: list[Any] = []
-    for i, raw in enumerate(body.split(b"\n")[:-1]):
-        if raw.endswith(b"\r"):
-            raw = raw[:-1]
-        if len(raw) > max_line_bytes:
-            lines.append(_too_long(file_name, first_no + i, max_line_bytes, raw))
-            continue
-        try:
-            lines.append(raw.decode("utf-8"))
-        except UnicodeDecodeError as exc:
-            reason = f"invalid UTF-8 at byte {exc.start + 1} of the line"
-            lines.append(RowError(file_name, first_no + i, None, reason, _raw_text(raw)))
-    return lines
-
-
-def _too_long(file_name: str, line_no: int, max_line_bytes: int, head: bytes) -> RowError:
-    reason = f"line is longer than {max_line_bytes} bytes (skipped)"
-    # Only the first max_line_bytes are sure to have been seen, whatever the chunk size: raw stops there.
-    return RowError(file_name, line_no, None, reason, _raw_text(head[:max_line_bytes]))
-
-
-def _read_start(stream: BinaryIO, size: int) -> bytes:
-    """Read the first chunk, long enough to see a whole byte-order mark, and drop the mark."""
-    data = stream.read(size)
-    while data and len(data) < len(BOM):
-        more = stream.read(size)
-        if not more:
-            break
-        data += more
-    if not data.startswith(BOM):
-        return data
-    # An empty string would read as end of file, so a chunk that held only the mark is followed by the next one.
-    return data[len(BOM) :] or stream.read(size)
-
-
-def _line_batches(
-    stream: BinaryIO, file_name: str, max_line_bytes: int, chunk_bytes: int
-) -> Iterator[tuple[int, list[Any], bool]]:
-    """Yield (first line number, lines, plain) per chunk; a line is a str (no CR, no LF) or a RowError.
-
-    ``plain`` says that every line of the batch is a non-empty str without a quote (see :func:`_decode_lines`).
-
-    At most one chunk plus ``max_line_bytes`` is held: a partial line that outgrows the limit is reported, dropped
-    and the rest of it skipped up to the next newline without being kept.
-    """
-    line_no, carry, skipping = 1, b"", False
-    chunk = _read_start(stream, chunk_bytes)
-    while chunk:
-        if skipping:
-            newline = chunk.find(b"\n")
-            if newline >= 0:
-                chunk, skipping, line_no = chunk[newline + 1 :], False, line_no + 1
-        if not skipping:
-            data = carry + chunk if carry else chunk
-            cut = data.rfind(b"\n") + 1
-            carry = data[cut:]
-            if cut:
-                lines, plain = _decode_lines(data[:cut], line_no, file_name, max_line_bytes)
-                yield line_no, lines, plain
-                line_no += len(lines)
-            if len(carry) > max_line_bytes:
-                yield line_no, [_too_long(file_name, line_no, max_line_bytes, carry)], False
-                carry, skipping = b"", True
-        chunk = stream.read(chunk_bytes)
-    if carry:  # a last line without a line end
-        yield line_no, *_decode_lines(carry + b"\n", line_no, file_name, max_line_bytes)
+        return known if known is not None else parse_timestamp(text)
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Public API
-
-
-@contextmanager
-def _binary(source: Source) -> Iterator[BinaryIO]:
-    if isinstance(source, (str, os.PathLike)):
-        with open(source, "rb") as stream:
-            yield stream
-        return
-    if isinstance(source, io.TextIOBase):
-        raise TypeError("iter_rows needs a path or a file opened in binary mode ('rb')")
-    yield source  # the caller's file: the caller closes it
-
-
-def _source_name(source: Source) -> str:
-    if isinstance(source, (str, os.PathLike)):
-        return str(source)
-    return str(getattr(source, "name", "<stream>"))
 
 
 def _check_header(schema: CsvSchema, first: Any, file_name: str) -> None:
@@ -524,18 +218,18 @@ def iter_records(
 def _iterate(source: Source, schema: CsvSchema, file_name: str | None, max_line_bytes: int, chunk_bytes: int, *,
              records: bool) -> Iterator[Any]:
     """The one reading pipeline behind :func:`iter_rows` and :func:`iter_records`."""
-    name = file_name or _source_name(source)
+    name = file_name or source_name(source)
     checker = _RowChecker(schema, name)
-    with _binary(source) as stream:
-        batches = _line_batches(stream, name, max_line_bytes, chunk_bytes)
+    with binary_stream(source) as stream:
+        batches = line_batches(stream, name, max_line_bytes, chunk_bytes)
         if schema.header:
             batches = _skip_header(batches, schema, name)
-        yield from _rows(batches, checker, _QuotedRecords(name, max_line_bytes), records=records)
+        yield from _rows(batches, checker, QuotedRecords(name, max_line_bytes), records=records)
 
 
 def _skip_header(
-    batches: Iterator[tuple[int, list[Any], bool]], schema: CsvSchema, file_name: str
-) -> Iterator[tuple[int, list[Any], bool]]:
+    batches: Iterator[LineBatch], schema: CsvSchema, file_name: str
+) -> Iterator[LineBatch]:
     first_no, lines, plain = next(batches, (1, [], False))
     _check_header(schema, lines[0] if lines else None, file_name)
     yield first_no + 1, lines[1:], plain
@@ -543,9 +237,9 @@ def _skip_header(
 
 
 def _rows(
-    batches: Iterator[tuple[int, list[Any], bool]],
+    batches: Iterator[LineBatch],
     checker: _RowChecker,
-    quoted: _QuotedRecords,
+    quoted: QuotedRecords,
     records: bool = False,
 ) -> Iterator[Any]:
     """Turn batches of physical lines into checked records: the hot loop, kept flat on purpose.
@@ -582,7 +276,7 @@ def _rows(
 
 
 def _careful_rows(
-    first_no: int, lines: list[Any], checker: _RowChecker, quoted: _QuotedRecords
+    first_no: int, lines: list[Any], checker: _RowChecker, quoted: QuotedRecords
 ) -> Iterator[ValidRow | RowError]:
     """Check a batch line by line: it may hold quotes, empty or unreadable lines, or continue a quoted record."""
     width, known, key_index, time_index = checker.width, checker.known, checker.key_index, checker.time_index
@@ -616,7 +310,7 @@ def _record(item: ValidRow | RowError) -> Record | RowError:
     return item.line, item.text, item.key, item.event_time_ms
 
 
-def _slow_line(line_no: int, line: Any, checker: _RowChecker, quoted: _QuotedRecords) -> list[ValidRow | RowError]:
+def _slow_line(line_no: int, line: Any, checker: _RowChecker, quoted: QuotedRecords) -> list[ValidRow | RowError]:
     """Handle a line the fast path cannot: unreadable, empty, quoted, or inside an open quoted record."""
     out: list[Any] = []
     if isinstance(line, RowError):

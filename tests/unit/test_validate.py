@@ -80,6 +80,9 @@ CASES = [
     ("float-not-numeric", "notes", b"plain,heavy,1\n", {}, [], [(1, "weight", "'heavy' is not a number")]),
     ("float-nan", "notes", b"plain,nan,1\n", {}, [], [(1, "weight", "is not a number")]),
     ("float-above-max", "notes", b"plain,10.5,1\n", {}, [], [(1, "weight", "'10.5' is above max 10")]),
+    # float() reads non-ASCII digits; a CSV number is ASCII (include.schema.values).
+    ("float-non-ascii-digit", "notes", "plain,٣,1\n".encode(), {}, [], [(1, "weight", "'٣' is not a number")]),
+    ("int-with-plus", "drone", _bad(b",3,", b",+3,"), {}, [2], []),
     ("above-max", "drone", _bad(b",3,", b",25,"), {}, [], [(2, "x", "field 'x' = '25' is above max 19")]),
     ("below-min", "drone", _bad(b",4,", b",-1,"), {}, [], [(2, "y", "'-1' is below min 0")]),
     ("label-out-of-range", "drone", HEADER + GOOD[:-1] + b"2\n", {}, [], [(2, "busy", "above max 1")]),
