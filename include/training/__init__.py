@@ -16,7 +16,8 @@ Where to start: :mod:`include.training.trainer` runs one task top to bottom. Its
 - :mod:`~include.training.history_rows`: the history rows a run writes, and the transaction that writes them.
 - :mod:`~include.training.checkpoint`: atomic checkpoint bundles on disk.
 
-What is trained: :mod:`~include.training.decode` (messages -> raw matrix), :mod:`~include.training.model`,
+What is trained: :mod:`~include.training.framing` (message values -> CSV records) and
+:mod:`~include.training.decode` (records -> raw matrix, with the one value parser), :mod:`~include.training.model`,
 :mod:`~include.training.learner_config` (the stream's semantics), :mod:`~include.training.learner` (compiled),
 :mod:`~include.training.seed_loop` (the blog's loop, the reference), :mod:`~include.training.drift_detectors` and
 :mod:`~include.training.drift` (detection and reaction), :mod:`~include.training.baseline` (the batch line).
