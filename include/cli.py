@@ -31,36 +31,17 @@ app = typer.Typer(
 _state = {"debug": False}
 
 
-class Mode(str, Enum):
-    seed = "seed"
-    replay = "replay"
+def _choices(name: str, *values: str) -> type[Enum]:
+    """An option's allowed values, as the ``str`` Enum Typer shows in ``--help`` and checks."""
+    return Enum(name, {value: value for value in values}, type=str)  # type: ignore[return-value]
 
 
-class Reader(str, Enum):
-    confluent = "confluent"
-    tfio = "tfio"
-
-
-class DriftReaction(str, Enum):
-    none = "none"
-    shrink = "shrink"
-    retrain = "retrain"
-
-
-class DriftDetector(str, Enum):
-    ewma = "ewma"
-    page_hinkley = "page_hinkley"
-
-
-class XAxis(str, Enum):
-    records = "records"
-    event_time = "event_time"
-
-
-class DemoStep(str, Enum):
-    prepare = "prepare"
-    wait = "wait"
-    table = "table"
+Mode = _choices("Mode", "seed", "replay")
+Reader = _choices("Reader", "confluent", "tfio")
+DriftReaction = _choices("DriftReaction", "none", "shrink", "retrain")
+DriftDetector = _choices("DriftDetector", "ewma", "page_hinkley")
+XAxis = _choices("XAxis", "records", "event_time")
+DemoStep = _choices("DemoStep", "prepare", "wait", "table")
 
 
 @app.callback()
