@@ -35,8 +35,8 @@ def _var(name: str, default: Any, **constraints: Any) -> Any:
 class Settings(BaseSettings):
     """Project configuration. Build it with :func:`get_settings`; change fields with :meth:`with_overrides`.
 
-    Derived defaults (``dlq_topic`` from ``topic``, ``db_url`` and ``checkpoint_dir`` from ``state_dir``) follow
-    their source unless set themselves.
+    Derived defaults (``dlq_topic`` and ``requests_topic`` from ``topic``; ``db_url``, ``checkpoint_dir`` and
+    ``models_dir`` from ``state_dir``) follow their source unless set themselves.
     """
 
     model_config = SettingsConfigDict(
@@ -64,6 +64,19 @@ class Settings(BaseSettings):
     consumer_group: str = _var("RETRAIN_CONSUMER_GROUP", "drone-trainer", min_length=1)
     batch_messages: int = _var("RETRAIN_BATCH_MESSAGES", 100, ge=1)
     stream_timeout_s: float = _var("RETRAIN_STREAM_TIMEOUT_S", 10.0, gt=0)
+    # Model lifecycle (include.lifecycle): versions, the promotion gate, alerts
+    models_dir: Path | None = _var("RETRAIN_MODELS_DIR", None, description="default: <state_dir>/models")
+    keep_versions: int = _var("RETRAIN_KEEP_VERSIONS", 5, ge=2)
+    gate_tolerance: float = _var("RETRAIN_GATE_TOLERANCE", 0.005, ge=0.0, le=1.0)
+    gate_floor: float | None = _var("RETRAIN_GATE_FLOOR", None, ge=0.0, le=1.0)
+    gate_min_rows: int = _var("RETRAIN_GATE_MIN_ROWS", 200, ge=1)
+    accuracy_floor: float | None = _var("RETRAIN_ACCURACY_FLOOR", 0.7, ge=0.0, le=1.0)
+    alert_email_to: str = _var("RETRAIN_ALERT_EMAIL_TO", "")
+    smtp_conn_id: str = _var("RETRAIN_SMTP_CONN_ID", "smtp_default", min_length=1)
+    # Serving (include.serving): the HTTP scorer and the streaming scorer
+    serve_host: str = _var("RETRAIN_SERVE_HOST", "127.0.0.1", min_length=1)
+    serve_port: int = _var("RETRAIN_SERVE_PORT", 8501, ge=1, le=65535)
+    requests_topic: str = _var("RETRAIN_REQUESTS_TOPIC", "", description="default: <topic>.requests")
     # Fault injection for the test suites: "<stage>" or "<stage>:<count>" kills the process with SIGKILL
     # when that stage is reached (the count-th time). Empty in production.
     fault_point: str = _var("RETRAIN_FAULT_POINT", "")
@@ -85,6 +98,10 @@ class Settings(BaseSettings):
             object.__setattr__(self, "db_url", f"sqlite:///{self.state_dir / 'history.db'}")
         if self.checkpoint_dir is None:
             object.__setattr__(self, "checkpoint_dir", self.state_dir / "checkpoints")
+        if self.models_dir is None:
+            object.__setattr__(self, "models_dir", self.state_dir / "models")
+        if not self.requests_topic:
+            object.__setattr__(self, "requests_topic", f"{self.topic}.requests")
         return self
 
     def with_overrides(self, **changes: Any) -> "Settings":

@@ -1,4 +1,4 @@
-"""The project's database: the ingest ledger, quarantined rows, and the accuracy history of training.
+"""The project's database: the ingest ledger, quarantined rows, the accuracy history of training, model versions.
 
 SQLAlchemy 2 models; a SQLite file by default, PostgreSQL by URL (``RETRAIN_DB_URL``). The schema is created
 and upgraded only by the Alembic migrations in ``include/history/migrations`` (:func:`upgrade`). Writes are
@@ -181,6 +181,94 @@ class DriftEvent(Base):
     accuracy_after: Mapped[float | None] = mapped_column(Float, nullable=True)
     reaction: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The model lifecycle (include.lifecycle): versions, the champion pointer, the audit trail, alerts
+
+
+class ModelVersion(Base):
+    """One immutable model version: the checkpoint it came from, what it has seen, its metrics and the gate's verdict.
+
+    ``status``: ``candidate`` (waiting for the gate), ``champion`` (served), ``rejected`` (the gate said no),
+    ``retired`` (a former champion), ``superseded`` (never judged: a newer candidate replaced it).
+    """
+
+    __tablename__ = "model_versions"
+    __table_args__ = (
+        UniqueConstraint("model_name", "checkpoint_id", name="uq_model_version_checkpoint"),
+        Index("ix_model_versions_status", "model_name", "status"),
+    )
+
+    model_name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    checkpoint_id: Mapped[str] = mapped_column(String(64))
+    run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    schema_id: Mapped[str] = mapped_column(String(128))
+    topic: Mapped[str] = mapped_column(String(255))
+    offsets: Mapped[dict[str, Any]] = mapped_column(JSON)
+    records_total: Mapped[int] = mapped_column(BigInteger)
+    event_time_min: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    event_time_max: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    path: Mapped[str] = mapped_column(Text)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16))
+    gate: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    decided_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    files_removed_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class ModelPointer(Base):
+    """Which version of a model is served: changed only together with the versions' statuses, in one transaction."""
+
+    __tablename__ = "model_pointers"
+
+    model_name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    champion_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    previous_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    changed_by: Mapped[str] = mapped_column(String(255))
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    changed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ModelEvent(Base):
+    """The lifecycle's audit trail: who did what to which version, and why (registered, promoted, rejected...)."""
+
+    __tablename__ = "model_events"
+    __table_args__ = (
+        UniqueConstraint("model_name", "event_key", name="uq_model_event_key"),
+        Index("ix_model_events_model", "model_name", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_name: Mapped[str] = mapped_column(String(128))
+    event_key: Mapped[str] = mapped_column(String(255))  # idempotence: a retried step does not record twice
+    version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    action: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str] = mapped_column(String(255))
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Alert(Base):
+    """Something a person should know (a rejected candidate, a drift, accuracy under the floor) and whether they were told."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (UniqueConstraint("model_name", "alert_key", name="uq_alert_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_name: Mapped[str] = mapped_column(String(128))
+    alert_key: Mapped[str] = mapped_column(String(255))  # idempotence: the same fact is one alert
+    kind: Mapped[str] = mapped_column(String(32))
+    version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    message: Mapped[str] = mapped_column(Text)
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    notified_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    notified_by: Mapped[str | None] = mapped_column(String(255), nullable=True)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -32,6 +32,8 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from include.durable import fsync_dir
+
 log = logging.getLogger(__name__)
 
 FORMAT = "retrain-checkpoint/1"
@@ -137,7 +139,7 @@ class CheckpointStore:
         except BaseException:
             temp.unlink(missing_ok=True)
             raise
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
         self._hook("after_rename")
         info = CheckpointInfo(path=final, seq=seq, checkpoint_id=checkpoint_id, meta=full_meta)
         self._prune(final)
@@ -207,7 +209,7 @@ class CheckpointStore:
                         _unlink(Path(entry.path))
                 except FileNotFoundError:
                     pass
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
 
     def _hook(self, stage: str) -> None:
         if self.fault_hook is not None:
@@ -312,16 +314,3 @@ def _unlink(path: Path) -> None:
         path.unlink()
     except FileNotFoundError:
         pass
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # e.g. platforms without directory handles
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

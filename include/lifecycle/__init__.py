@@ -1,0 +1,7 @@
+"""The model lifecycle: immutable versions, the promotion gate, the champion pointer, rollback and alerts.
+
+Owns what happens to a model after training: :mod:`store` (the version folders on disk, in TensorFlow Serving's
+layout), :mod:`registry` (the versions and the champion as the database records them: what every reader asks).
+Training (:mod:`include.training`) only hands over a checkpoint; serving (:mod:`include.serving`) only reads
+the registry. This package never trains and never reads Kafka.
+"""
