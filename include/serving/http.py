@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 from contextlib import asynccontextmanager
 from typing import Any, Mapping
 
@@ -186,7 +187,7 @@ def run_server(settings: Any, model_names: list[str], *, host: str | None = None
     """Serve ``model_names`` on ``host:port`` (default RETRAIN_SERVE_HOST / RETRAIN_SERVE_PORT) until SIGTERM/SIGINT.
 
     Shutdown is uvicorn's graceful one: it stops accepting, lets requests in flight finish (up to 10 s), then
-    stops following the champions.
+    stops following the champions; then this returns (exit code 0) instead of uvicorn re-raising the signal.
 
     Raises:
         HistoryNotReady: The history database does not exist yet.
@@ -205,4 +206,15 @@ def run_server(settings: Any, model_names: list[str], *, host: str | None = None
     config = uvicorn.Config(create_app(servables, schema), host=host or settings.serve_host,
                             port=port or settings.serve_port, loop="uvloop", http="httptools",
                             access_log=access_log, log_level="info", timeout_graceful_shutdown=10)
-    uvicorn.Server(config).run()
+    # uvicorn installs its own handlers while it runs and, once shut down, re-raises the signal it caught into the
+    # handlers found before it: these, so a stopped server ends normally rather than killed by its signal.
+    previous = {sig: signal.signal(sig, _stopped) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _stopped(signum: int, _frame: Any) -> None:
+    log.info("stopped by signal %d after a graceful shutdown", signum)

@@ -1,0 +1,92 @@
+"""The champion follower's decisions with a fake registry and loader (the real ones: tests/integration/test_serve.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from include.serving.champion import ChampionFollower
+
+
+@dataclass
+class _Model:
+    version: int
+
+
+class _Registry:
+    def __init__(self) -> None:
+        self.pointer: int | None = None
+        self.down = False
+
+    def champion_version(self, _name: str) -> int | None:
+        if self.down:
+            raise OSError("database unavailable")
+        return self.pointer
+
+
+class _Loader:
+    def __init__(self) -> None:
+        self.broken: set[int] = set()
+        self.loads: list[int] = []
+
+    def __call__(self, _registry, _name: str, version: int) -> _Model:
+        self.loads.append(version)
+        if version in self.broken:
+            raise ValueError(f"version {version} is corrupt")
+        return _Model(version)
+
+
+def _follower(retry_s: float = 5.0):
+    registry, loader = _Registry(), _Loader()
+    return ChampionFollower(registry, "m", loader=loader, retry_s=retry_s), registry, loader
+
+
+def test_nothing_to_serve_before_the_first_champion_then_its_version():
+    follower, registry, loader = _follower()
+    assert follower.check() is False and follower.current is None
+    registry.pointer = 1
+    assert follower.check() is True and follower.current.version == 1
+    assert follower.check() is False and loader.loads == [1]  # an unchanged pointer loads nothing
+
+
+def test_a_switch_replaces_the_model_and_a_rollback_switches_back():
+    follower, registry, _ = _follower()
+    registry.pointer = 1
+    follower.check()
+    held = follower.current  # what a request in flight holds
+    registry.pointer = 2
+    assert follower.check() is True and follower.current.version == 2
+    assert held.version == 1  # the request in flight still scores with the model it started with
+    registry.pointer = 1
+    assert follower.check() is True and follower.current.version == 1 and follower.swaps == 3
+
+
+def test_a_version_that_cannot_be_loaded_leaves_the_current_one_serving_and_is_retried_later():
+    follower, registry, loader = _follower(retry_s=0.0)
+    registry.pointer = 1
+    follower.check()
+    loader.broken.add(2)
+    registry.pointer = 2
+    assert follower.check() is False and follower.current.version == 1
+    loader.broken.clear()
+    assert follower.check() is True and follower.current.version == 2
+
+
+def test_a_failed_version_is_not_reloaded_on_every_poll():
+    follower, registry, loader = _follower(retry_s=3600.0)
+    registry.pointer = 1
+    follower.check()
+    loader.broken.add(2)
+    registry.pointer = 2
+    for _ in range(5):
+        follower.check()
+    assert loader.loads == [1, 2] and follower.current.version == 1
+
+
+def test_an_unreadable_pointer_keeps_the_current_model():
+    follower, registry, _ = _follower()
+    registry.pointer = 1
+    follower.check()
+    registry.down = True
+    assert follower.check() is False and follower.current.version == 1
+    registry.down, registry.pointer = False, 2
+    assert follower.check() is True and follower.current.version == 2
