@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from datetime import date
 from enum import Enum
@@ -41,7 +42,7 @@ Reader = _choices("Reader", "confluent", "tfio")
 DriftReaction = _choices("DriftReaction", "none", "shrink", "retrain")
 DriftDetector = _choices("DriftDetector", "ewma", "page_hinkley")
 XAxis = _choices("XAxis", "records", "event_time")
-DemoStep = _choices("DemoStep", "prepare", "wait", "table")
+DemoStep = _choices("DemoStep", "prepare", "wait", "table", "scoring")
 OutputFormat = _choices("OutputFormat", "csv", "jsonl")
 
 
@@ -235,7 +236,8 @@ def generate(
 @app.command(short_help="the main job behind `make run`")
 def demo(
     step: Annotated[DemoStep, typer.Argument(help="prepare: demo data and the backfill (scheduler stopped); wait: "
-                                                  "until the runs are done, then the table; table: only the table")],
+                                                  "until the runs are done, then the table; table: only the table; "
+                                                  "scoring: how to score rows with the champion")],
     start: Annotated[str, typer.Option(help="the demo's first day, YYYY-MM-DD")] = "2026-01-05",
     weeks: Annotated[int, typer.Option(min=1)] = 4,
     drift_week: Annotated[int, typer.Option(min=0, help="the week the rule changes (0: no drift)")] = 3,
@@ -271,10 +273,14 @@ def predict(
     def work() -> None:
         from include.serving.predict import run_predict
 
-        summary = run_predict(_settings(schema_name=schema, db_url=db_url), file, model_name=model_name,
-                              version=version, fmt=fmt.value, output=output, errors_path=errors,
-                              stdin=sys.stdin.buffer, stdout=sys.stdout, stderr=sys.stderr)
-        sys.stdout.flush()
+        try:
+            summary = run_predict(_settings(schema_name=schema, db_url=db_url), file, model_name=model_name,
+                                  version=version, fmt=fmt.value, output=output, errors_path=errors,
+                                  stdin=sys.stdin.buffer, stdout=sys.stdout, stderr=sys.stderr)
+            sys.stdout.flush()
+        except BrokenPipeError:  # the reader stopped early (`| head`): stop quietly, as Unix tools do
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(0) from None
         typer.echo(summary.line(), err=True)
         if summary.refused:
             raise typer.Exit(1)

@@ -161,3 +161,19 @@ def test_a_header_of_another_layout_is_one_error_line(versions, tmp_path):
     assert result.returncode == 2 and b"Traceback" not in result.stderr
     assert "expected the header 'observed_at,shop_id,shop_type,x,y,busy' or, without the label" in \
         result.stderr.decode().strip().splitlines()[-1]
+
+
+def test_make_run_ends_with_how_to_score_rows_with_the_champion(versions):
+    from include.demo.main_job import scoring_lines
+    from include.serving.requests import decode_requests, instance_rows
+
+    settings = versions.settings.with_overrides(landing_dir=str(versions.csv.parent))
+    text = scoring_lines(settings)
+    champion = versions.registry().champion_version(MODEL)
+    assert f"Champion:   model 'default', version {champion}" in text
+    assert f"python -m include predict {versions.csv}" in text
+    curl = next(line for line in text.splitlines() if "curl" in line)
+    assert f"http://{settings.serve_host}:{settings.serve_port}/v1/models/default:predict" in curl
+    body = json.loads(curl.split(" -d ", 1)[1].strip("'"))
+    rows, refused = instance_rows(SCHEMA, body["instances"])
+    assert refused == [] and decode_requests(SCHEMA, rows).errors == []  # the printed request is one serve scores
