@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
+import os
 import sys
 import tempfile
 import threading
@@ -122,7 +122,8 @@ def _report(args, results: dict) -> str:
 
     lines = [
         "# Serving benchmark (`python -m include serve`)", "",
-        f"Machine: {machine()}. Server: one uvicorn process (uvloop, httptools), client: httpx in the same "
+        f"Machine: {machine()}, load average {os.getloadavg()[0]:.1f} at the end (the machine is shared). "
+        "Server: one uvicorn process (uvloop, httptools), client: httpx in the same "
         "machine (it shares the cores). Model: the drone schema's MLP (16 hidden units). "
         f"Command: `.venv/bin/python bench/bench_serving.py --requests {args.requests} --batches {args.batches} "
         f"--clients {args.clients}`.", "",

@@ -60,23 +60,25 @@ def test_a_switch_replaces_the_model_and_a_rollback_switches_back():
     assert follower.check() is True and follower.current.version == 1 and follower.swaps == 3
 
 
-def test_a_version_that_cannot_be_loaded_leaves_the_current_one_serving_and_is_retried_later():
-    follower, registry, loader = _follower(retry_s=0.0)
+def _switch_to_a_broken_version(retry_s: float):
+    """Serving version 1; the pointer moves to version 2, which cannot be loaded."""
+    follower, registry, loader = _follower(retry_s=retry_s)
     registry.pointer = 1
     follower.check()
     loader.broken.add(2)
     registry.pointer = 2
+    return follower, loader
+
+
+def test_a_version_that_cannot_be_loaded_leaves_the_current_one_serving_and_is_retried_later():
+    follower, loader = _switch_to_a_broken_version(retry_s=0.0)
     assert follower.check() is False and follower.current.version == 1
     loader.broken.clear()
     assert follower.check() is True and follower.current.version == 2
 
 
 def test_a_failed_version_is_not_reloaded_on_every_poll():
-    follower, registry, loader = _follower(retry_s=3600.0)
-    registry.pointer = 1
-    follower.check()
-    loader.broken.add(2)
-    registry.pointer = 2
+    follower, loader = _switch_to_a_broken_version(retry_s=3600.0)
     for _ in range(5):
         follower.check()
     assert loader.loads == [1, 2] and follower.current.version == 1
