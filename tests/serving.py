@@ -69,7 +69,7 @@ def make_versions(root: Path, count: int = 3) -> Versions:
     decoded = decode_batch(schema, [line.encode() for line in lines])
     registry = versions.registry()
     for k in range(count):
-        model = build_model(schema, hidden=(16,), seed=100 * k)
+        model = build_model(schema, seed=100 * k)  # the architecture training builds
         model.fit(decoded.x[: 400 * (k + 1)], decoded.y[: 400 * (k + 1)], epochs=1, batch_size=100, verbose=0)
         register_version(registry, MODEL, model, VersionSource(
             checkpoint_id=f"checkpoint-{k}", run_id=None, schema_id=schema.id, topic="observations",
