@@ -26,7 +26,8 @@ def versions(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(versions):
-    server = Server(versions.env, log=versions.root / "serve.log").start()
+    server = Server(versions.env, log=versions.root / "serve.log").start("--model-name", MODEL,
+                                                                         "--model-name", "untrained")
     yield server
     code, output = server.stop()
     assert code == 0, output[-3000:]
@@ -86,6 +87,13 @@ def test_unknown_model_version_or_route_is_404_in_tf_servings_error_shape(versio
     answer = httpx.request(method, server.url + path, json={"instances": [_instance(_rows(versions, 1)[0])]})
     assert answer.status_code == 404
     assert set(answer.json()) == {"error"} and fragment in answer.json()["error"]
+
+
+def test_a_model_name_without_a_champion_yet(versions, server):
+    answer = _predict(server, [_instance(_rows(versions, 1)[0])], "/v1/models/untrained:predict")
+    assert answer.status_code == 503 and "has no champion yet" in answer.json()["error"]
+    answer = httpx.get(f"{server.url}/v1/models/untrained")
+    assert answer.status_code == 404 and answer.json() == {"error": "Could not find any versions of model untrained"}
 
 
 def test_bad_instances_are_400_naming_each_index_and_reason(versions, server):
