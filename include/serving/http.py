@@ -135,12 +135,6 @@ def create_app(servables: Mapping[str, Servable], schema: CsvSchema) -> FastAPI:
     app = FastAPI(title="drone retrain scorer", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
 
-    def servable_for(name: str, request_text: str) -> Servable:
-        servable = servables.get(name)
-        if servable is None:
-            raise ApiError(404, f"Servable not found for request: {request_text}")
-        return servable
-
     @app.exception_handler(ApiError)
     async def api_error(_request: Request, exc: ApiError) -> JSONResponse:
         return _error_response(exc.status, exc.message, exc.version)
@@ -149,16 +143,29 @@ def create_app(servables: Mapping[str, Servable], schema: CsvSchema) -> FastAPI:
     async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return _error_response(exc.status_code, str(exc.detail))
 
+    _predict_routes(app, servables, schema)
+    _status_routes(app, servables)
+    return app
+
+
+def _servable(servables: Mapping[str, Servable], name: str, request_text: str) -> Servable:
+    servable = servables.get(name)
+    if servable is None:
+        raise ApiError(404, f"Servable not found for request: {request_text}")
+    return servable
+
+
+def _predict_routes(app: FastAPI, servables: Mapping[str, Servable], schema: CsvSchema) -> None:
     @app.post("/v1/models/{name}:predict")
     async def predict_champion(name: str, request: Request) -> Response:
-        model = servable_for(name, f"Latest({name})").champion()
+        model = _servable(servables, name, f"Latest({name})").champion()
         if model is None:
             raise ApiError(503, f"model {name!r} has no champion yet: train it first")
         return score(schema, model, await request.body())
 
     @app.post("/v1/models/{name}/versions/{version}:predict")
     async def predict_version(name: str, version: str, request: Request) -> Response:
-        servable = servable_for(name, f"Specific({name}, {version})")
+        servable = _servable(servables, name, f"Specific({name}, {version})")
         number = _version_number(name, version)
         try:
             model = await run_in_threadpool(servable.version, number)
@@ -166,10 +173,11 @@ def create_app(servables: Mapping[str, Servable], schema: CsvSchema) -> FastAPI:
             raise ApiError(404, f"Servable not found for request: Specific({name}, {number}): {exc}") from None
         return score(schema, model, await request.body())
 
+
+def _status_routes(app: FastAPI, servables: Mapping[str, Servable]) -> None:
     @app.get("/v1/models/{name}")
     async def model_status(name: str) -> JSONResponse:
-        servable = servable_for(name, f"Latest({name})")
-        loaded = servable.loaded_versions()
+        loaded = _servable(servables, name, f"Latest({name})").loaded_versions()
         if not loaded:
             raise ApiError(404, f"Could not find any versions of model {name}")
         return JSONResponse({"model_version_status": [_status_entry(v) for v in loaded]},
@@ -177,7 +185,7 @@ def create_app(servables: Mapping[str, Servable], schema: CsvSchema) -> FastAPI:
 
     @app.get("/v1/models/{name}/versions/{version}")
     async def version_status(name: str, version: str) -> JSONResponse:
-        servable = servable_for(name, f"Specific({name}, {version})")
+        servable = _servable(servables, name, f"Specific({name}, {version})")
         number = _version_number(name, version)
         try:
             info = await run_in_threadpool(servable.registry.get, name, number)
@@ -185,8 +193,6 @@ def create_app(servables: Mapping[str, Servable], schema: CsvSchema) -> FastAPI:
             raise ApiError(404, f"Servable not found for request: Specific({name}, {number})") from None
         entry = _status_entry(number) if info.on_disk else _status_entry(number, "END", "its files were removed")
         return JSONResponse({"model_version_status": [entry]}, headers=_headers(number))
-
-    return app
 
 
 def run_server(settings: Any, model_names: list[str], *, host: str | None = None, port: int | None = None,
