@@ -59,13 +59,13 @@ def _known_errors() -> dict[type[BaseException], int]:
     from confluent_kafka import KafkaException
     from sqlalchemy.exc import SQLAlchemyError
 
+    from include.history.db import HistoryNotReady
     from include.ingest.errors import IngestError
     from include.kafka.clients import KafkaConfigError
-    from include.history.db import HistoryNotReady
     from include.kafka.reader import OffsetError
     from include.lifecycle.registry import LifecycleError
-    from include.serving.predict import PredictInputError
     from include.schema import SchemaError
+    from include.serving.predict import PredictInputError
     from include.settings import SettingsError
     from include.training.trainer import TrainerBusy
 
