@@ -61,6 +61,7 @@ def _known_errors() -> dict[type[BaseException], int]:
 
     from include.history.db import HistoryNotReady
     from include.ingest.errors import IngestError
+    from include.ingest.validate import HeaderError
     from include.kafka.clients import KafkaConfigError
     from include.kafka.reader import OffsetError
     from include.lifecycle.registry import LifecycleError
@@ -71,7 +72,7 @@ def _known_errors() -> dict[type[BaseException], int]:
 
     return {SettingsError: 2, SchemaError: 2, KafkaConfigError: 2, FileNotFoundError: 2, IngestError: 1,
             TrainerBusy: 3, OffsetError: 4, KafkaException: 5, SQLAlchemyError: 5, LifecycleError: 2,
-            HistoryNotReady: 2, PredictInputError: 2}
+            HistoryNotReady: 2, PredictInputError: 2, HeaderError: 2}
 
 
 def _run(work: Callable[[], Any]) -> Any:

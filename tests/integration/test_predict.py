@@ -154,13 +154,15 @@ def test_what_cannot_be_scored_is_one_error_line(versions, args, message):
     assert b"Traceback" not in result.stderr
 
 
-def test_a_header_of_another_layout_is_one_error_line(versions, tmp_path):
-    path = tmp_path / "other.csv"
-    path.write_text("a,b,c\n1,2,3\n")
-    result = _predict(versions, str(path))
+@pytest.mark.parametrize("data, message", [
+    (b"a,b,c\n1,2,3\n", "error: <stdin>: expected the header 'observed_at,shop_id,shop_type,x,y,busy' or, without "
+                         "the label, 'observed_at,shop_id,shop_type,x,y'; found 'a,b,c'"),
+    (b"", "error: <stdin>: file is empty; expected the header 'observed_at,shop_id,shop_type,x,y,busy'"),
+])
+def test_input_of_another_layout_is_one_error_line(versions, data, message):
+    result = _predict(versions, "-", stdin=data)
     assert result.returncode == 2 and b"Traceback" not in result.stderr
-    assert "expected the header 'observed_at,shop_id,shop_type,x,y,busy' or, without the label" in \
-        result.stderr.decode().strip().splitlines()[-1]
+    assert result.stderr.decode().strip().splitlines()[-1] == message
 
 
 def test_make_run_ends_with_how_to_score_rows_with_the_champion(versions):
