@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import time
+import weakref
 from dataclasses import dataclass
 
+from include.serving import champion
 from include.serving.champion import ChampionFollower
 
 
@@ -92,3 +95,31 @@ def test_an_unreadable_pointer_keeps_the_current_model():
     assert follower.check() is False and follower.current.version == 1
     registry.down, registry.pointer = False, 2
     assert follower.check() is True and follower.current.version == 2
+
+
+class _Cyclic:
+    """A model with a reference cycle, as Keras models have: only the garbage collector frees it."""
+
+    def __init__(self, version: int) -> None:
+        self.version, self.me = version, self
+
+
+def test_the_replaced_model_is_collected_by_the_following_thread(monkeypatch):
+    monkeypatch.setattr(champion, "COLLECT_AFTER_S", 0.0)
+    registry = _Registry()
+    registry.pointer = 1
+    follower = ChampionFollower(registry, "m", interval_s=0.01, loader=lambda _r, _n, v: _Cyclic(v))
+    import gc
+
+    gc.disable()  # only the follower's own collection may free it
+    try:
+        follower.start()
+        old = weakref.ref(follower.current)
+        registry.pointer = 2
+        deadline = time.monotonic() + 30
+        while old() is not None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert old() is None and follower.current.version == 2
+    finally:
+        follower.stop()
+        gc.enable()
