@@ -5,7 +5,8 @@ Measures, on three registered versions of a small trained model:
 * p50 / p99 / max latency of 1-row requests (one client, one kept-alive connection, back to back);
 * rows/s of 1,000-row requests (``--clients`` clients back to back; bodies encoded once, before timing);
 * both again with a promotion in the middle of the run (the server loads the new version while answering), and
-  how long the promotion took to be served (the pointer's change until the status names the new version).
+  how long the promotion took to be served (the pointer's change until the status names the new version);
+* the server's RSS before and after ``--swaps`` promotions.
 
 Targets on a 2-core machine: p99 <= 20 ms for one row, >= 20,000 rows/s batched. Prints the figures and writes
 ``bench/results/serving.md``. No pass/fail: figures only.
@@ -114,6 +115,30 @@ def throughput(server, bodies: list[bytes], rows: int, clients: int, switcher: _
             "pickup_s": switcher.pickup_s if switcher else None}
 
 
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def swap_memory(versions, server, swaps: int) -> dict:
+    """The server's RSS before and after ``swaps`` promotions, each served before the next (1.2 s apart)."""
+    import httpx
+
+    from include.lifecycle.promotion import promote
+
+    registry = versions.registry()
+    before = _rss_mb(server.proc.pid)
+    for k in range(swaps):
+        target = registry.champion_version(MODEL) % 3 + 1
+        promote(registry, MODEL, target, actor="bench", reason=f"memory over swaps ({k})")
+        while httpx.get(f"{server.url}/v1/models/{MODEL}").headers["X-Model-Version"] != str(target):
+            time.sleep(0.01)
+        time.sleep(1.2)
+    return {"swaps": swaps, "rss_before_mb": before, "rss_after_mb": _rss_mb(server.proc.pid)}
+
+
 def _report(args, results: dict) -> str:
     lat, lat_sw, thr, thr_sw = (results[k] for k in ("latency", "latency_switch", "throughput", "throughput_switch"))
 
@@ -126,7 +151,7 @@ def _report(args, results: dict) -> str:
         "Server: one uvicorn process (uvloop, httptools), client: httpx in the same "
         "machine (it shares the cores). Model: the drone schema's MLP as training builds it (64 and 32 hidden units). "
         f"Command: `.venv/bin/python bench/bench_serving.py --requests {args.requests} --batches {args.batches} "
-        f"--clients {args.clients}`.", "",
+        f"--clients {args.clients} --swaps {args.swaps}`.", "",
         "| run | requests | p50 | p99 | max | promotion served after |", "|---|---:|---:|---:|---:|---:|",
         f"| 1 row, back to back | {lat['requests']} | {lat['p50_ms']:.2f} ms | {lat['p99_ms']:.2f} ms | "
         f"{lat['max_ms']:.1f} ms | - |",
@@ -136,6 +161,8 @@ def _report(args, results: dict) -> str:
         f"| {args.clients} clients | {thr['requests']} | {thr['rows_per_s']:,.0f} | {thr['failures']} | - |",
         f"| {args.clients} clients, a promotion in the middle | {thr_sw['requests']} | {thr_sw['rows_per_s']:,.0f} | "
         f"{thr_sw['failures']} | {pickup(thr_sw)} |", "",
+        f"Server RSS over {results['memory']['swaps']} promotions (each served, 1.2 s apart): "
+        f"{results['memory']['rss_before_mb']:.0f} MiB before, {results['memory']['rss_after_mb']:.0f} MiB after.", "",
         "Targets: p99 <= 20 ms for one row, >= 20,000 rows/s batched.",
     ]
     return "\n".join(lines) + "\n"
@@ -146,6 +173,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=3000, help="1-row requests per latency run")
     parser.add_argument("--batches", type=int, default=300, help="1,000-row requests per throughput run")
     parser.add_argument("--clients", type=int, default=2)
+    parser.add_argument("--swaps", type=int, default=20, help="promotions for the memory figure")
     parser.add_argument("--out", type=Path, default=PROJECT / "bench" / "results" / "serving.md")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -163,6 +191,8 @@ def main() -> None:
             results["throughput_switch"] = throughput(server, batches, 1000, args.clients,
                                                       _Switcher(versions, server, 2.0))
             print("1000 rows, promotion:", results["throughput_switch"])
+            results["memory"] = swap_memory(versions, server, args.swaps)
+            print("memory:", results["memory"])
         finally:
             code, output = server.stop()
             if code != 0:
