@@ -30,7 +30,8 @@ BATCH_ROWS = 4096
 
 
 class PredictInputError(ValueError):
-    """The input cannot be read as the schema's layout at all (its header is neither form of the schema's)."""
+    """The input cannot be read as the schema's layout at all (its header is neither form of the schema's), or an
+    output would overwrite it."""
 
 
 @dataclass
@@ -187,6 +188,9 @@ def run_predict(settings: Any, source: str, *, model_name: str, version: int | N
     from include.serving.champion import load_version
     from include.training.model import configure_tensorflow
 
+    for path in (output, errors_path):
+        if path is not None and source != "-" and path.resolve() == Path(source).resolve():
+            raise PredictInputError(f"{path} is the input file: writing it would destroy the rows being read")
     schema = load_schema(settings.schema_name)
     registry = Registry(settings, migrate=False)
     info = registry.resolve(model_name, version)

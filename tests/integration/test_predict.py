@@ -179,3 +179,13 @@ def test_make_run_ends_with_how_to_score_rows_with_the_champion(versions):
     body = json.loads(curl.split(" -d ", 1)[1].strip("'"))
     rows, refused = instance_rows(SCHEMA, body["instances"])
     assert refused == [] and decode_requests(SCHEMA, rows).errors == []  # the printed request is one serve scores
+
+
+def test_an_output_that_is_the_input_is_refused_before_anything_is_written(versions, tmp_path):
+    path = tmp_path / "rows.csv"
+    path.write_bytes(versions.csv.read_bytes())
+    result = _predict(versions, str(path), "--output", str(path))
+    assert result.returncode == 2
+    assert result.stderr.decode().strip().splitlines()[-1] == \
+        f"error: {path} is the input file: writing it would destroy the rows being read"
+    assert path.read_bytes() == versions.csv.read_bytes()
