@@ -12,10 +12,10 @@ Routes (``<name>`` is a model name the server was started for):
 
 Errors are TF Serving's ``{"error": "..."}``: 400 when any instance is refused (the request as a whole, as TF Serving
 does; the message names each refused instance's index and the reason, the one value parser's, as ingest gives it),
-404 for an unknown model, version or route, 503 before a model name has a champion. Every answer a model gave has the
-header ``X-Model-Version``. Scoring runs on the event loop (a few ms for 1,000 rows: decoding is vectorised and the
-answer is formatted, not built as objects); loading a version never does (:mod:`include.serving.champion`,
-:mod:`include.serving.servables`). This module never changes the registry.
+404 for an unknown model, version or route, 413 for a body over 64 MiB, 503 before a model name has a champion.
+Every answer a model gave has the header ``X-Model-Version``. Scoring runs on the event loop (a few ms for 1,000
+rows: decoding is vectorised and the answer is formatted, not built as objects); loading a version never does
+(:mod:`include.serving.champion`, :mod:`include.serving.servables`). This module never changes the registry.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 VERSION_HEADER = "X-Model-Version"
 MAX_LISTED_ERRORS = 10
+MAX_BODY_BYTES = 64 << 20  # ~300,000 instances of the drone schema; a bigger body is refused (413), never held
 
 
 class ApiError(Exception):
@@ -85,6 +86,22 @@ def score(schema: CsvSchema, model: LoadedModel, body: bytes) -> Response:
     labels = (probabilities >= 0.5).tolist()
     items = ",".join([f'{{"probability":{p:.6f},"label":{int(k)}}}' for p, k in zip(probabilities.tolist(), labels)])
     return Response(f'{{"predictions":[{items}]}}', media_type="application/json", headers=_headers(model.version))
+
+
+async def _body(request: Request, version: int) -> bytes:
+    """The request body, refused with 413 once it passes :data:`MAX_BODY_BYTES` (declared or streamed)."""
+    too_big = ApiError(413, f"the request body is larger than {MAX_BODY_BYTES} bytes: send fewer instances per "
+                            "request", version)
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise too_big
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise too_big
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _instances(body: bytes, version: int) -> list[Any]:
@@ -161,7 +178,7 @@ def _predict_routes(app: FastAPI, servables: Mapping[str, Servable], schema: Csv
         model = _servable(servables, name, f"Latest({name})").champion()
         if model is None:
             raise ApiError(503, f"model {name!r} has no champion yet: train it first")
-        return score(schema, model, await request.body())
+        return score(schema, model, await _body(request, model.version))
 
     @app.post("/v1/models/{name}/versions/{version}:predict")
     async def predict_version(name: str, version: str, request: Request) -> Response:
@@ -171,7 +188,7 @@ def _predict_routes(app: FastAPI, servables: Mapping[str, Servable], schema: Csv
             model = await run_in_threadpool(servable.version, number)
         except LifecycleError as exc:
             raise ApiError(404, f"Servable not found for request: Specific({name}, {number}): {exc}") from None
-        return score(schema, model, await request.body())
+        return score(schema, model, await _body(request, model.version))
 
 
 def _status_routes(app: FastAPI, servables: Mapping[str, Servable]) -> None:

@@ -96,7 +96,7 @@ def test_a_model_name_without_a_champion_yet(versions, server):
     assert answer.status_code == 404 and answer.json() == {"error": "Could not find any versions of model untrained"}
 
 
-def test_bad_instances_are_400_naming_each_index_and_reason(versions, server):
+def test_bad_instances_are_400_naming_each_index_and_reason_and_a_huge_body_413(versions, server):
     good = _instance(_rows(versions, 1)[0])
     instances = [good, {**good, "x": 25}, {**good, "shop_type": "bakery"}, 7, {"x": 1}, {**good, "colour": "red"}]
     answer = _predict(server, instances)
@@ -108,6 +108,8 @@ def test_bad_instances_are_400_naming_each_index_and_reason(versions, server):
                      "instance 5: unknown column(s) ['colour']"):
         assert fragment in error
     assert "instance 0" not in error
+    answer = httpx.post(f"{server.url}/v1/models/{MODEL}:predict", content=b" " * (64 * 2**20 + 1), timeout=60)
+    assert answer.status_code == 413 and "larger than" in answer.json()["error"]
     for body in (b"not json", b'{"inputs": []}', b"[1, 2]"):
         answer = httpx.post(f"{server.url}/v1/models/{MODEL}:predict", content=body)
         assert answer.status_code == 400 and "error" in answer.json()
