@@ -241,6 +241,7 @@ def render(args, info: dict, seed: dict, fast: dict, curve_fast: list[float], rs
     return "\n".join(lines) + "\n"
 
 
+# Long on purpose: a benchmark's main is its protocol, step by step, in the order the report states it.
 def main(argv: list[str] | None = None) -> int:
     from include.settings import get_settings
 
