@@ -145,6 +145,7 @@ def train(
     chunk_batches: Annotated[int, typer.Option(min=1, help="mini-batches per compiled call")] = 64,
     drift: Annotated[DriftReaction, typer.Option(help="reaction to a detected drift (detection always runs)")] = DriftReaction.none,
     drift_detector: Annotated[DriftDetector, typer.Option(help="what watches the prequential error")] = DriftDetector.ewma,
+    register: Annotated[bool, typer.Option(help="end the run with a new model version (for the promotion gate)")] = True,
     db_url: DbUrlOpt = None,
 ) -> None:
     """Run one bounded training task from the last checkpoint; prints its summary as JSON."""
@@ -155,7 +156,8 @@ def train(
         settings = _settings(topic=topic, schema_name=schema, stream_timeout_s=stream_timeout_s, db_url=db_url)
         options = TrainOptions(model_name=model_name, mode=mode.value, reader=reader.value, max_records=max_records,
                                max_seconds=max_seconds, checkpoint_every_s=checkpoint_every_s,
-                               chunk_batches=chunk_batches, drift=drift.value, drift_detector=drift_detector.value)
+                               chunk_batches=chunk_batches, drift=drift.value, drift_detector=drift_detector.value,
+                               register=register)
         _print_json(run_training(settings, options).as_dict())
 
     _run(work)
