@@ -60,12 +60,13 @@ def _known_errors() -> dict[type[BaseException], int]:
     from include.ingest.errors import IngestError
     from include.kafka.clients import KafkaConfigError
     from include.kafka.reader import OffsetError
+    from include.lifecycle.registry import LifecycleError
     from include.schema import SchemaError
     from include.settings import SettingsError
     from include.training.trainer import TrainerBusy
 
     return {SettingsError: 2, SchemaError: 2, KafkaConfigError: 2, FileNotFoundError: 2, IngestError: 1,
-            TrainerBusy: 3, OffsetError: 4, KafkaException: 5, SQLAlchemyError: 5}
+            TrainerBusy: 3, OffsetError: 4, KafkaException: 5, SQLAlchemyError: 5, LifecycleError: 6}
 
 
 def _run(work: Callable[[], Any]) -> Any:
@@ -257,4 +258,7 @@ def _date(text: str, option: str) -> date:
 
 
 def main() -> None:
+    from include.cli_models import models_app
+
+    app.add_typer(models_app, name="models", short_help="model versions: list, show, evaluate, promote, rollback")
     app()
