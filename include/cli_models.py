@@ -55,9 +55,11 @@ def version_table(versions: list) -> str:
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows)
 
 
+AllNamesOpt = Annotated[Optional[str], typer.Option("--model-name", help="model name (default: all)")]
+
+
 @models_app.command("list", short_help="the versions of a model (or of every model)")
-def list_versions(model_name: Annotated[Optional[str], typer.Option("--model-name", help="model name (default: all)")] = None,
-                  db_url: DbUrlOpt = None) -> None:
+def list_versions(model_name: AllNamesOpt = None, db_url: DbUrlOpt = None) -> None:
     """The versions of a model, newest first, with their status and the gate's numbers, as a table."""
 
     def work() -> None:

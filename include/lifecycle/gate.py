@@ -98,7 +98,8 @@ def judge(registry: Registry, model_name: str) -> list[Judgement]:
     judgeable = [v for v in versions if v.status == "candidate" and v.version < versions[-1].version]
     if not judgeable or champion is None:
         return []
-    out = [Judgement(model_name, v.version, "supersede", f"not judged: the newer candidate {judgeable[-1].version} is judged instead")
+    newest = judgeable[-1].version
+    out = [Judgement(model_name, v.version, "supersede", f"not judged: the newer candidate {newest} is judged instead")
            for v in judgeable[:-1]]
     candidate = judgeable[-1]
     if champion > candidate.version:
