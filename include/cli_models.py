@@ -64,7 +64,10 @@ def list_versions(model_name: AllNamesOpt = None, db_url: DbUrlOpt = None) -> No
 
     def work() -> None:
         registry = _registry(db_url)
-        for name in [model_name] if model_name else registry.model_names():
+        names = [model_name] if model_name else registry.model_names()
+        if not names:
+            typer.echo("no model versions yet: a training run makes one (`python -m include train`)")
+        for name in names:
             champion = registry.champion_version(name)
             typer.echo(f"model {name}: champion version {champion if champion is not None else '-'}")
             typer.echo(version_table(registry.versions(name)))
