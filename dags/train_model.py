@@ -12,6 +12,11 @@ Params: `mode` (`seed`, the blog's single pass, or `replay`, which learns from a
 and is the one to use for accuracy), `drift` (what to do when drift is detected: `none`, `shrink`, `retrain`)
 and `drift_detector` (`ewma`, the default, or `page_hinkley`). Detected drifts are recorded in `drift_events`.
 
+After training, the **promotion gate** (`evaluate`, a branch) judges the previous run's candidate version against
+the champion on the rows this run held out (forward evaluation; README "The model lifecycle"), then `promote` or
+`reject` records the decision (who: `gate`, why, both accuracies). Training itself always continues from the
+newest checkpoint, whatever the gate says: only what is served is gated.
+
 Triggered by new data (the observations topic's Asset, `kafka://<broker>/<topic>`, that the ingest DAG updates) and daily, so it can
 also be backfilled. Only one run at a time (`max_active_runs=1` and a trainer lock); a rerun trains only
 offsets it has not trained. Kafka settings come from the `kafka_default` connection.
@@ -62,7 +67,29 @@ def train_model():
         )
         return train(options=options, use_airflow=True, dag_id=dag_run.dag_id, dag_run_id=dag_run.run_id).as_dict()
 
-    train()
+    @task.branch
+    def evaluate(params=None) -> str | None:
+        """The promotion gate: which of promote / reject follows (none when there is nothing to decide)."""
+        from include.lifecycle.steps import evaluate_step
+
+        return evaluate_step(params["model_name"])
+
+    @task
+    def promote(params=None) -> dict | None:
+        """Serve the candidate the gate accepted (recorded with the gate's numbers)."""
+        from include.lifecycle.steps import decision_step
+
+        return decision_step(params["model_name"], "promote")
+
+    @task
+    def reject(params=None) -> dict | None:
+        """Mark the candidate the gate refused, and record the alert."""
+        from include.lifecycle.steps import decision_step
+
+        return decision_step(params["model_name"], "reject")
+
+    # A notify task (alerts to people) follows promote / reject.
+    train() >> evaluate() >> [promote(), reject()]
 
 
 train_model()
