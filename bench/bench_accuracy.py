@@ -113,7 +113,7 @@ def train_run(env: Env, topic: str, schema: str, name: str, **options) -> dict:
     from include.training.trainer import TrainOptions, train
 
     settings = env.settings(topic, schema, name)
-    summary = train(settings, TrainOptions(model_name=name, **options))
+    summary = train(settings, TrainOptions(model_name=name, register=False, **options))
     with db.session_factory(settings.db_url)() as session:
         batches = session.scalars(select(db.BatchMetric).order_by(db.BatchMetric.seq)).all()
         events = session.scalars(select(db.DriftEvent).order_by(db.DriftEvent.seq)).all()

@@ -60,12 +60,13 @@ def _known_errors() -> dict[type[BaseException], int]:
     from include.ingest.errors import IngestError
     from include.kafka.clients import KafkaConfigError
     from include.kafka.reader import OffsetError
+    from include.lifecycle.registry import LifecycleError
     from include.schema import SchemaError
     from include.settings import SettingsError
     from include.training.trainer import TrainerBusy
 
     return {SettingsError: 2, SchemaError: 2, KafkaConfigError: 2, FileNotFoundError: 2, IngestError: 1,
-            TrainerBusy: 3, OffsetError: 4, KafkaException: 5, SQLAlchemyError: 5}
+            TrainerBusy: 3, OffsetError: 4, KafkaException: 5, SQLAlchemyError: 5, LifecycleError: 6}
 
 
 def _run(work: Callable[[], Any]) -> Any:
@@ -145,6 +146,7 @@ def train(
     chunk_batches: Annotated[int, typer.Option(min=1, help="mini-batches per compiled call")] = 64,
     drift: Annotated[DriftReaction, typer.Option(help="reaction to a detected drift (detection always runs)")] = DriftReaction.none,
     drift_detector: Annotated[DriftDetector, typer.Option(help="what watches the prequential error")] = DriftDetector.ewma,
+    register: Annotated[bool, typer.Option(help="end the run with a new model version (for the promotion gate)")] = True,
     db_url: DbUrlOpt = None,
 ) -> None:
     """Run one bounded training task from the last checkpoint; prints its summary as JSON."""
@@ -155,7 +157,8 @@ def train(
         settings = _settings(topic=topic, schema_name=schema, stream_timeout_s=stream_timeout_s, db_url=db_url)
         options = TrainOptions(model_name=model_name, mode=mode.value, reader=reader.value, max_records=max_records,
                                max_seconds=max_seconds, checkpoint_every_s=checkpoint_every_s,
-                               chunk_batches=chunk_batches, drift=drift.value, drift_detector=drift_detector.value)
+                               chunk_batches=chunk_batches, drift=drift.value, drift_detector=drift_detector.value,
+                               register=register)
         _print_json(run_training(settings, options).as_dict())
 
     _run(work)
@@ -255,4 +258,7 @@ def _date(text: str, option: str) -> date:
 
 
 def main() -> None:
+    from include.cli_models import models_app
+
+    app.add_typer(models_app, name="models", short_help="model versions: list, show, evaluate, promote, rollback")
     app()

@@ -10,7 +10,7 @@ import pytest
 
 from tests.support import PROJECT, process_env
 
-COMMANDS = ("ingest", "train", "baseline", "report", "generate", "demo")
+COMMANDS = ("ingest", "train", "baseline", "report", "generate", "demo", "models")
 
 
 def cli(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
