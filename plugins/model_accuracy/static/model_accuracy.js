@@ -12,7 +12,8 @@
     chart: null,
   };
   // Exposed for the browser test and for debugging in the console.
-  window.modelAccuracy = { ready: false, points: {}, runs: 0, totalBatches: 0, chart: null, error: null };
+  window.modelAccuracy = { ready: false, points: {}, runs: 0, totalBatches: 0, chart: null, error: null,
+    versions: null, alerts: null, promotions: 0, versionLines: {}, lastAction: null };
 
   const COLORS = {
     window_accuracy: ["#1f6fb5", "#7fb0dd"],
@@ -21,6 +22,10 @@
     bayes: "#6b7280",
     drift: "#d62728",
     boundary: "#94a3b8",
+    promotion: "#16a34a",
+    rollback: "#9333ea",
+    champion: "#1e40af",
+    candidate: "#c2410c",
   };
   const LABELS = { window_accuracy: "Window accuracy", prequential_accuracy: "Prequential accuracy" };
   const numberFormat = new Intl.NumberFormat("en-US");
@@ -129,6 +134,13 @@
     if (curve.bayes_accuracy !== null && curve.bayes_accuracy !== undefined) {
       flat("Bayes-optimal", curve.bayes_accuracy, COLORS.bayes, [2, 3], "bayes");
     }
+    // The champion's and the latest candidate's accuracy (the gate's pair when it judged them on the same rows).
+    const lines = curve.version_accuracy || {};
+    if (lines.champion) flat(`Champion v${lines.champion.version}`, lines.champion.accuracy, COLORS.champion, [], "champion");
+    if (lines.candidate) {
+      flat(`Latest candidate v${lines.candidate.version} (${lines.candidate.status})`, lines.candidate.accuracy,
+        COLORS.candidate, [8, 3], "candidate");
+    }
     // Round the y range to whole ticks, so the vertical markers span the plot and the axis ends on a label.
     const step = yMax - yMin > 0.2 ? 0.05 : 0.01;
     const pad = Math.max(0.005, (yMax - yMin) * 0.03);
@@ -145,6 +157,17 @@
         parsing: false, spanGaps: false, borderColor: COLORS.drift, backgroundColor: COLORS.drift,
         borderWidth: 1, borderDash: [4, 3], pointStyle: "triangle", clip: false,
         pointRadius: (ctx) => (ctx.dataIndex % 3 === 1 ? 5 : 0), pointHoverRadius: 6,
+      });
+    }
+    const switches = (curve.promotions || []).filter((p) => p.x >= xMin && p.x <= xMax);
+    for (const [action, label, color] of [["promoted", "Promotions", COLORS.promotion], ["rolled_back", "Rollbacks", COLORS.rollback]]) {
+      const marks = switches.filter((p) => p.action === action);
+      if (!marks.length) continue;
+      datasets.push({
+        label: `${label} (${marks.length})`, kind: "promotion",
+        data: verticals(marks.map((p) => p.x), marks.map((p) => ({ promotion: p }))),
+        parsing: false, spanGaps: false, borderColor: color, backgroundColor: color, borderWidth: 1.5,
+        pointStyle: "rectRot", clip: false, pointRadius: (ctx) => (ctx.dataIndex % 3 === 1 ? 5 : 0), pointHoverRadius: 6,
       });
     }
     if (curve.runs.length > 1) {
@@ -180,10 +203,15 @@
         plugins: {
           legend: { position: "bottom", labels: { boxWidth: 14, boxHeight: 2 } },
           tooltip: {
-            filter: (item) => item.dataset.kind === "series" || (item.dataset.kind === "drift" && item.raw.drift),
+            filter: (item) => item.dataset.kind === "series" || (item.dataset.kind === "drift" && item.raw.drift)
+              || (item.dataset.kind === "promotion" && item.raw.promotion),
             callbacks: {
               title: (items) => (items.length ? fmtXLong(items[0].raw.x) : ""),
               label: (item) => {
+                if (item.dataset.kind === "promotion") {
+                  const p = item.raw.promotion;
+                  return `${p.action === "promoted" ? "promoted" : "rolled back to"} v${p.version} by ${p.actor} at ${fmtIso(p.at)}: ${p.reason || ""}`;
+                }
                 if (item.dataset.kind === "drift") {
                   const d = item.raw.drift;
                   const acc = d.accuracy_after === null ? "" : `, accuracy ${fmtNum(d.accuracy_before, 3)} → ${fmtNum(d.accuracy_after, 3)}`;
@@ -229,6 +257,9 @@
     Object.assign(window.modelAccuracy, {
       points, runs: curve.runs.length, totalBatches: curve.total_batches,
       driftEvents: curve.drift_events.length, baseline: curve.baseline, bayes: curve.bayes_accuracy,
+      promotions: state.chart.data.datasets.filter((d) => d.kind === "promotion")
+        .reduce((n, d) => n + d.data.filter((p) => p.promotion && p.y !== null).length / 2, 0),
+      versionLines: curve.version_accuracy || {},
       rendered: state.chart.data.datasets.filter((d) => d.kind === "series")
         .reduce((n, d) => n + d.data.length, 0),
     });
@@ -310,6 +341,103 @@
     if (data.total > data.files.length) box.append(el("p", { class: "muted" }, `Newest ${data.files.length} of ${fmtNum(data.total)} files shown.`));
   }
 
+  // ---------------------------------------------------------------------------------- lifecycle
+  const fmtAcc = (v) => (v === null || v === undefined ? "" : Number(v).toFixed(4));
+  const fmtP = (v) => (v === null || v === undefined ? "" : v < 0.001 ? Number(v).toExponential(1) : Number(v).toFixed(3));
+
+  async function loadVersions() {
+    const data = await getJSON("versions");
+    const body = document.querySelector("#versions tbody");
+    body.replaceChildren();
+    document.getElementById("actions").hidden = !data.can_edit || data.total === 0;
+    document.getElementById("actions-denied").hidden = data.can_edit || data.total === 0;
+    document.getElementById("rollback").disabled = data.previous === null;
+    const summary = document.getElementById("versions-summary");
+    summary.replaceChildren();
+    if (data.total === 0) {
+      summary.append("No model versions yet: each training run registers one.");
+    } else {
+      summary.append("Champion ", el("b", {}, `v${data.champion}`));
+      if (data.pointer) {
+        summary.append(` since ${fmtIso(data.pointer.changed_at)} (by ${data.pointer.changed_by}`,
+          data.pointer.reason ? `: ${data.pointer.reason}` : "", ")");
+      }
+      if (data.previous !== null) summary.append(" · previous ", el("b", {}, `v${data.previous}`));
+      summary.append(" · ", el("b", {}, String(data.total)), data.total === 1 ? " version" : " versions");
+    }
+    for (const v of data.versions) {
+      const g = v.gate || {};
+      const canPromote = data.can_edit && !v.champion && v.on_disk;
+      body.append(el("tr", { "data-version": v.version, class: v.champion ? "is-champion" : "" },
+        el("td", {}, el("b", {}, `v${v.version}`)),
+        el("td", {}, badge(v.champion ? "champion" : v.status), v.on_disk ? null : el("span", { class: "muted" }, " (files pruned)")),
+        el("td", {}, fmtIso(v.created_at)),
+        el("td", { class: "num" }, fmtNum(v.records_total)),
+        el("td", { class: "num" }, fmtAcc(v.window_accuracy)),
+        el("td", { class: "num" }, fmtAcc(g.candidate_accuracy)),
+        el("td", { class: "num", title: g.champion_version ? `champion v${g.champion_version}` : "" },
+          g.champion_accuracy === undefined || g.champion_accuracy === null ? "" : `${fmtAcc(g.champion_accuracy)} (v${g.champion_version})`),
+        el("td", { class: "num", title: g.evaluated_on_version ? `held-out rows of v${g.evaluated_on_version}` : "" }, fmtNum(g.rows)),
+        el("td", { class: "num" }, fmtP(g.mcnemar_p)),
+        el("td", { class: "wrap" }, v.reason || ""),
+        el("td", {}, v.decided_by || ""),
+        el("td", {}, fmtIso(v.decided_at)),
+        el("td", {}, canPromote ? el("button", { type: "button", class: "promote", "data-version": v.version }, "Promote") : ""),
+      ));
+    }
+    const events = document.querySelector("#events tbody");
+    events.replaceChildren(...data.events.map((e) => el("tr", {},
+      el("td", {}, fmtIso(e.at)), el("td", {}, e.action), el("td", {}, e.version === null ? "" : `v${e.version}`),
+      el("td", {}, e.actor), el("td", { class: "wrap" }, e.reason || ""))));
+    window.modelAccuracy.versions = {
+      champion: data.champion, previous: data.previous, canEdit: data.can_edit,
+      rows: data.versions.map((v) => ({ version: v.version, status: v.status, champion: v.champion, decidedBy: v.decided_by })),
+    };
+  }
+
+  async function loadAlerts() {
+    const data = await getJSON("alerts", { limit: 100 });
+    const summary = document.getElementById("alerts-summary");
+    summary.replaceChildren(el("b", {}, fmtNum(data.total)), data.total === 1 ? " alert" : " alerts", " · ",
+      el("b", {}, fmtNum(data.pending)), " not notified yet");
+    const body = document.querySelector("#alerts tbody");
+    body.replaceChildren(...data.alerts.map((a) => el("tr", { "data-kind": a.kind },
+      el("td", {}, fmtIso(a.created_at)), el("td", {}, badge(a.kind === "candidate_rejected" ? "rejected" : a.kind)),
+      el("td", {}, a.version === null ? "" : `v${a.version}`), el("td", { class: "wrap" }, a.message),
+      el("td", { title: a.notified_by || "" }, a.notified_at
+        ? [badge("notified"), ` ${fmtIso(a.notified_at)} · ${a.notified_by || ""}`] : badge("pending")))));
+    window.modelAccuracy.alerts = data.alerts.map((a) => ({ kind: a.kind, notified: a.notified_at !== null }));
+  }
+
+  async function act(action, payload) {
+    const status = document.getElementById("action-status");
+    const reason = document.getElementById("reason").value.trim();
+    if (reason.length < 3) {
+      status.className = "unavailable";
+      status.textContent = "Give a reason (at least 3 characters): it is recorded with your name.";
+      return;
+    }
+    status.className = "muted";
+    status.textContent = "Working…";
+    const response = await fetch(`api/models/${encodeURIComponent(state.model)}/${action}`, {
+      method: "POST", credentials: "same-origin", cache: "no-store",
+      headers: { "Content-Type": "application/json", "X-Requested-By": "model-accuracy-page" },
+      body: JSON.stringify({ ...payload, reason }),
+    });
+    let data = null;
+    try { data = await response.json(); } catch (_) { /* not JSON */ }
+    window.modelAccuracy.lastAction = { action, status: response.status, data };
+    if (!response.ok) {
+      status.className = "unavailable";
+      status.textContent = `${action} refused (HTTP ${response.status}): ${data && data.detail ? JSON.stringify(data.detail) : response.statusText}`;
+      return;
+    }
+    status.className = "ok";
+    status.textContent = `v${data.champion} is the champion now (${action} by ${data.actor}).`;
+    document.getElementById("reason").value = "";
+    await loadAll();
+  }
+
   // ---------------------------------------------------------------------------------------- page
   async function loadModels() {
     const select = document.getElementById("model");
@@ -346,6 +474,8 @@
       loadChart().catch((e) => fail("summary", e)),
       loadRuns().catch((e) => fail("runs-more", e)),
       loadIngest().catch((e) => fail("ingest", e)),
+      loadVersions().catch((e) => fail("versions-summary", e)),
+      loadAlerts().catch((e) => fail("alerts-summary", e)),
     ]);
     window.modelAccuracy.ready = true;
     document.body.dataset.ready = "1";
@@ -363,6 +493,11 @@
       loadChart().catch((err) => fail("summary", err));
     });
     document.getElementById("refresh").addEventListener("click", () => loadAll());
+    document.getElementById("rollback").addEventListener("click", () => act("rollback", {}).catch((e) => fail("action-status", e)));
+    document.querySelector("#versions tbody").addEventListener("click", (e) => {
+      const button = e.target.closest("button.promote");
+      if (button) act("promote", { version: Number(button.dataset.version) }).catch((err) => fail("action-status", err));
+    });
     loadAll();
   });
 })();
