@@ -3,8 +3,8 @@ alerts, and the chart's overlays (when each promotion or rollback happened; the 
 candidate's accuracy). Read-only, like the rest of :mod:`include.monitoring`.
 
 A promotion is a moment in wall-clock time; the chart's x axis is records seen (or event time). A marker is drawn
-where the stream stood then: at the coverage (``records_total``, or the newest event time) of the newest version
-registered before it, which for the gate is the version whose held-out rows it judged on.
+where the stream stood then: at the last mini-batch covered by the newest version registered before it (for the gate,
+the version whose held-out rows it judged on), a point of the curve.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from include.history import db
-from include.monitoring.queries import XAxis, finite, iso, utc
+from include.monitoring.queries import BASELINE_KIND, XAxis, finite, iso, utc
 
 MAX_VERSIONS = 200
 MAX_EVENTS = 200
@@ -101,15 +101,21 @@ def chart_overlays(session: Session, model_name: str, x_axis: XAxis) -> dict[str
     markers = []
     for event in switches:
         index = bisect_right(created, utc(event.created_at)) - 1
-        if index < 0:
+        point = _last_point(session, model_name, versions[index].records_total, x_axis) if index >= 0 else None
+        if point is None:
             continue
-        newest = versions[index]
-        x = newest.records_total if x_axis == "records" else newest.event_time_max
-        if x is None:
-            continue
-        markers.append({"x": int(x), "version": event.version, "action": event.action, "actor": event.actor,
+        markers.append({"x": int(point), "version": event.version, "action": event.action, "actor": event.actor,
                         "reason": event.reason, "at": iso(event.created_at)})
     return {"promotions": markers, "version_accuracy": _accuracy_lines(versions, pointer)}
+
+
+def _last_point(session: Session, model_name: str, records_total: int, x_axis: XAxis) -> int | None:
+    """The x of the last mini-batch a version covers (``records_total`` records): a point on the curve."""
+    x_col = db.BatchMetric.seq if x_axis == "records" else db.BatchMetric.event_time_max
+    return session.scalar(select(x_col).where(db.BatchMetric.model_name == model_name,
+                                              db.BatchMetric.kind != BASELINE_KIND,
+                                              db.BatchMetric.seq < records_total)
+                          .order_by(db.BatchMetric.seq.desc()).limit(1))
 
 
 def _accuracy_lines(versions: list[db.ModelVersion], pointer: db.ModelPointer | None) -> dict[str, Any]:

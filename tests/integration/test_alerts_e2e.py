@@ -14,12 +14,14 @@ import pytest
 from sqlalchemy import select
 
 from include.history import db
+from include.ingest.interval import ingest_files
 from include.lifecycle.alerts import notify_dag_run, pending_alerts, record_alert
 from include.lifecycle.notifiers import NOBODY_EMAILED, EmailDigestNotifier
 from include.lifecycle.registry import Registry
 from include.settings import settings_from_env
 from tests.history import write_history
 from tests.mail import MailServer
+from tests.lifecycle import week_files
 from tests.support import airflow_env, ingest_blog_file, run_airflow, unique
 
 pytestmark = pytest.mark.integration
@@ -70,6 +72,36 @@ def test_a_dag_run_emails_its_drift_and_floor_alerts_once(tmp_path, airflow_home
     assert len(mail.messages) == 1
     with db.session_factory(url)() as session:
         assert session.scalar(select(db.func.count()).select_from(db.Alert)) == len(alerts)
+
+
+@pytest.mark.slow
+def test_the_dag_emails_a_rejected_candidate_once(tmp_path, airflow_home, kafka_bootstrap, mail):
+    """Week 1 (version 1, champion), week 2 with flipped labels (version 2), week 3: the gate rejects version 2 in
+    the third DAG run, whose notify step e-mails it; a retry of that step sends nothing."""
+    topic, state = unique("rejected"), tmp_path / "state"
+    env = airflow_env(airflow_home, kafka_bootstrap, {
+        "RETRAIN_STATE_DIR": str(state), "RETRAIN_TOPIC": topic, "RETRAIN_CONSUMER_GROUP": unique("g"),
+        "RETRAIN_STREAM_TIMEOUT_S": "3", "RETRAIN_ACCURACY_FLOOR": "0", "RETRAIN_ALERT_EMAIL_TO": RECIPIENTS,
+        "AIRFLOW_CONN_SMTP_DEFAULT": mail.connection_json,
+    })
+    settings = settings_from_env({k: v for k, v in env.items() if k.startswith(("RETRAIN_", "KAFKA_"))})
+    for week, flip, day in ((1, False, "2026-01-12"), (2, True, "2026-01-19"), (3, False, "2026-01-26")):
+        assert ingest_files(week_files(tmp_path / "landing", week, flip=flip), settings=settings).rows > 0
+        result = run_airflow(env, "dags", "test", "train_model", day, "-c", '{"mode": "replay"}')
+        output = result.stdout + result.stderr
+        assert result.returncode == 0 and "state=success" in output, output[-6000:]
+    registry = Registry(settings)
+    assert registry.get("default", 2).status == "rejected" and registry.champion_version("default") == 1
+    mail.wait_for(1)
+    rejected = [(m, b) for m, b in zip(mail.messages, mail.bodies()) if "candidate rejected" in m["Subject"]]
+    assert len(rejected) == 1, [m["Subject"] for m in mail.messages]
+    assert "candidate version 2 rejected" in rejected[0][1]
+    sent = len(mail.messages)
+    retry = run_airflow(env, "tasks", "test", "train_model", "notify", "2026-01-26")
+    assert retry.returncode == 0, (retry.stdout + retry.stderr)[-6000:]
+    mail.wait_for(sent + 1, timeout=2)
+    assert len(mail.messages) == sent
+    assert pending_alerts(registry, "default") == []
 
 
 @pytest.fixture

@@ -112,7 +112,7 @@ def test_alerts_newest_first_with_pending_count(client):
 
 def test_chart_overlays_mark_promotions_and_the_two_accuracies(client):
     curve = client.get("/api/accuracy").json()
-    assert [(p["version"], p["action"], p["x"]) for p in curve["promotions"]] == [(1, "promoted", 40_000)]
+    assert [(p["version"], p["action"], p["x"]) for p in curve["promotions"]] == [(1, "promoted", 39_900)]
     lines = curve["version_accuracy"]
     assert lines["champion"] == {"version": 1, "status": "champion", "accuracy": 0.81,
                                  "source": "window accuracy at registration"}
