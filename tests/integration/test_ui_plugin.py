@@ -24,6 +24,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ARTIFACTS = PROJECT / "test-artifacts"
 USER, PASSWORD = "monitor", "pw-" + unique("x")
 PLUGIN_PATHS = ["/model-accuracy/", "/model-accuracy/static/chart.umd.min.js", "/model-accuracy/static/model_accuracy.js",
+                "/model-accuracy/static/lifecycle.js",
                 "/model-accuracy/static/model_accuracy.css", "/model-accuracy/static/icon.svg",
                 "/model-accuracy/api/models", "/model-accuracy/api/accuracy", "/model-accuracy/api/runs",
                 "/model-accuracy/api/ingest", "/model-accuracy/api/kafka",
