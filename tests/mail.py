@@ -24,9 +24,16 @@ class MailServer:
         self.port = free_port()
         self.messages: list[Message] = []
         self.recipients: list[list[str]] = []
+        #: How many of the next messages to refuse with a temporary error (451), as a mail server under load does.
+        self.refuse_next = 0
+        self.refused = 0
         self._controller: Controller | None = None
 
     async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's handler hook
+        if self.refuse_next > 0:
+            self.refuse_next -= 1
+            self.refused += 1
+            return "451 4.3.0 try again later"
         self.messages.append(email.message_from_bytes(envelope.content))
         self.recipients.append(list(envelope.rcpt_tos))
         return "250 OK"

@@ -45,14 +45,17 @@ class EmailDigestNotifier(SmtpNotifier):
 
     def __init__(self, to: str | Iterable[str] | None = None, *, smtp_conn_id: str | None = None,
                  from_email: str | None = None, **kwargs: Any) -> None:
-        super().__init__(to=to or [], from_email=from_email, smtp_conn_id=smtp_conn_id or "unset", **kwargs)
+        super().__init__(to=to or [], from_email=from_email, smtp_conn_id=smtp_conn_id, **kwargs)
         self._to, self._conn_id = to, smtp_conn_id
         #: What the last call did, recorded by the delivery step as ``notified_by``.
         self.last_delivery: str | None = None
 
     def notify(self, context: Any) -> None:
         """Send ``context["alert_digest"]`` (subject and HTML body are the digest's, never templates)."""
-        digest = context[DIGEST_KEY]
+        digest = context.get(DIGEST_KEY)
+        if digest is None:
+            raise ValueError("EmailDigestNotifier sends alert digests: list it in a DAG's ALERT_NOTIFIERS (the notify "
+                             "step gives it the digest), not as a task or DAG callback")
         settings = get_settings()
         recipients = parse_recipients(self._to if self._to is not None else settings.alert_email_to)
         if not recipients:

@@ -1,14 +1,16 @@
 """Alert e-mails end to end: real Airflow (`airflow dags test`), the real broker, a local SMTP server (aiosmtpd).
 
 The train_model DAG trains the blog author's file in replay mode (its week 2 drifts) with an accuracy floor above
-what the model reaches: its notify step e-mails one digest with the drift and the floor alert; running the step again
-(a retry) sends nothing. A rejected candidate's alert goes out once, after the SMTP server was down for the first
+what the model reaches; the mail server refuses the notify step's first attempt, Airflow retries the task and the
+retry e-mails one digest with the drift and the floor alert; running the step again sends nothing. Three weekly DAG
+runs make the gate reject a candidate trained on flipped labels: one digest says so. A rejected candidate's alert goes out once, after the SMTP server was down for the first
 attempt (which fails and leaves it pending). With no recipients nothing is sent and the log says so.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 
 import pytest
 from sqlalchemy import select
@@ -39,6 +41,8 @@ def mail():
 
 
 def test_a_dag_run_emails_its_drift_and_floor_alerts_once(tmp_path, airflow_home, kafka_bootstrap, mail):
+    """The mail server refuses the first attempt (451): the notify task fails, Airflow retries it after its retry
+    delay, and the retry sends the one digest; running the step again for the same DAG run sends nothing."""
     topic = ingest_blog_file(kafka_bootstrap, tmp_path / "ingest", "alerts")
     state = tmp_path / "state"
     env = airflow_env(airflow_home, kafka_bootstrap, {
@@ -46,9 +50,11 @@ def test_a_dag_run_emails_its_drift_and_floor_alerts_once(tmp_path, airflow_home
         "RETRAIN_CONSUMER_GROUP": unique("g"), "RETRAIN_STREAM_TIMEOUT_S": "3", "RETRAIN_ACCURACY_FLOOR": "0.995",
         "RETRAIN_ALERT_EMAIL_TO": RECIPIENTS, "AIRFLOW_CONN_SMTP_DEFAULT": mail.connection_json,
     })
+    mail.refuse_next = 1
     result = run_airflow(env, "dags", "test", "train_model", "2026-01-07", "-c", '{"mode": "replay"}')
     output = result.stdout + result.stderr
     assert result.returncode == 0 and "state=success" in output, output[-6000:]
+    assert mail.refused == 1 and "451" in output, "the first attempt was not refused"
     mail.wait_for(1)
     assert len(mail.messages) == 1, [m["Subject"] for m in mail.messages]
     (message,), (body,) = mail.messages, mail.bodies()
@@ -65,9 +71,12 @@ def test_a_dag_run_emails_its_drift_and_floor_alerts_once(tmp_path, airflow_home
     assert kinds == ["accuracy_below_floor", "drift"], kinds
     assert all(a.notified_at is not None and a.notified_by.startswith("email to ops@example.com") for a in alerts)
 
-    # The step again for the same DAG run (what a retry does): the same facts, already told: nothing sent.
-    retry = run_airflow(env, "tasks", "test", "train_model", "notify", "2026-01-07")
-    assert retry.returncode == 0, (retry.stdout + retry.stderr)[-6000:]
+    # The step once more in the same DAG run: it finds the same facts, already told, and sends nothing.
+    run_id = re.search(r"DagRun Finished: dag_id=train_model, .*?run_id=([^,\s]+),", output).group(1)
+    again = run_airflow(env, "tasks", "test", "train_model", "notify", run_id)
+    again_output = again.stdout + again.stderr
+    assert again.returncode == 0, again_output[-6000:]
+    assert "no pending alerts" in again_output, again_output[-6000:]
     mail.wait_for(2, timeout=2)
     assert len(mail.messages) == 1
     with db.session_factory(url)() as session:
@@ -97,8 +106,9 @@ def test_the_dag_emails_a_rejected_candidate_once(tmp_path, airflow_home, kafka_
     assert len(rejected) == 1, [m["Subject"] for m in mail.messages]
     assert "candidate version 2 rejected" in rejected[0][1]
     sent = len(mail.messages)
-    retry = run_airflow(env, "tasks", "test", "train_model", "notify", "2026-01-26")
-    assert retry.returncode == 0, (retry.stdout + retry.stderr)[-6000:]
+    run_id = re.search(r"DagRun Finished: dag_id=train_model, .*?run_id=([^,\s]+),", output).group(1)
+    retry = run_airflow(env, "tasks", "test", "train_model", "notify", run_id)
+    assert retry.returncode == 0 and "no pending alerts" in retry.stdout + retry.stderr, retry.stderr[-6000:]
     mail.wait_for(sent + 1, timeout=2)
     assert len(mail.messages) == sent
     assert pending_alerts(registry, "default") == []

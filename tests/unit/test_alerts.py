@@ -125,3 +125,12 @@ def test_record_alert_refuses_unknown_kinds(registry):
     with pytest.raises(ValueError, match="unknown alert kind"):
         record_alert(registry, "default", "weather", "k", "m")
     assert build_digest("m", []).alerts == []
+
+
+def test_the_email_notifier_refuses_to_run_without_a_digest():
+    from include.lifecycle.notifiers import EmailDigestNotifier, parse_recipients
+
+    with pytest.raises(ValueError, match="ALERT_NOTIFIERS"):
+        EmailDigestNotifier(to="a@example.com").notify({})
+    assert parse_recipients("a@x, b@y;c@z ") == ["a@x", "b@y", "c@z"]
+    assert parse_recipients(["a@x", " "]) == ["a@x"] and parse_recipients(None) == []
