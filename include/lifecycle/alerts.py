@@ -176,7 +176,7 @@ def build_digest(model_name: str, alerts: Iterable[db.Alert]) -> Digest:
         counts[item["kind"]] = counts.get(item["kind"], 0) + 1
     summary = ", ".join(f"{n} {KIND_TITLES.get(k, k)}" for k, n in counts.items())
     subject = f"[retrain] model {model_name}: {len(items)} alert{'s' if len(items) != 1 else ''} ({summary})"
-    lines = [f"{i['created_at']}  {KIND_TITLES.get(i['kind'], i['kind'])}"
+    lines = [f"{i['created_at']} UTC  {KIND_TITLES.get(i['kind'], i['kind'])}"
              f"{'' if i['version'] is None else ' (version %d)' % i['version']}: {i['message']}" for i in items]
     text = f"{subject}\n\n" + "\n".join(lines) + "\n\nThe Model accuracy page in Airflow shows them.\n"
     rows = "".join(
