@@ -70,6 +70,11 @@ def test_a_candidate_trained_on_flipped_labels_is_rejected_and_the_champion_keep
         assert len(s.scalars(select(db.Alert)).all()) == 1
         assert len(s.scalars(select(db.ModelEvent).where(db.ModelEvent.action == "rejected")).all()) == 1
     assert_no_half_state(registry)
+    # Why forward: on its own run's held-out rows (flipped too) the candidate would have won.
+    own_x, own_y = load_holdout(rejected)
+    own = {v: np.mean((LoadedModel(registry.get("default", v).keras_path, v).predict(own_x) > 0.5) == (own_y > 0.5))
+           for v in (1, 2)}
+    assert own[2] > own[1] + 0.3, own
     rc, out, _ = models_cli(flipped, "list", "--model-name", "default")
     assert rc == 0 and "rejected" in out and "champion" in out
 
