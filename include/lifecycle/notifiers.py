@@ -68,6 +68,11 @@ class EmailDigestNotifier(SmtpNotifier):
         self.smtp_conn_id = self._conn_id or settings.smtp_conn_id
         self.__dict__.pop("hook", None)  # the cached hook was built for the connection id given at parse time
         self.subject, self.html_content = digest.subject, digest.html
-        super().notify(context)
+        try:
+            super().notify(context)
+        except Exception as exc:  # the task fails and is retried; the alerts stay pending
+            raise RuntimeError(f"alerts: e-mail to {', '.join(recipients)} through the Airflow SMTP connection "
+                               f"{self.smtp_conn_id!r} failed ({type(exc).__name__}: {exc}); the alerts stay pending "
+                               "and the task's retry sends them") from exc
         self.last_delivery = f"email to {', '.join(recipients)} via {self.smtp_conn_id}"
         self.log.info("alerts: digest of %d alert(s) e-mailed to %s", len(digest.alerts), ", ".join(recipients))

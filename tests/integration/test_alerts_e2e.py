@@ -127,7 +127,7 @@ def test_a_rejected_candidate_is_emailed_once_after_a_failed_send(registry, mail
     record_alert(registry, "default", "candidate_rejected", "rejected:2",
                  "candidate 2 rejected: accuracy 0.812 vs champion 0.904 on 1,000 rows (p = 0.001)", version=2)
     mail.stop()  # the first attempt finds no server
-    with pytest.raises(Exception):
+    with pytest.raises(RuntimeError, match="through the Airflow SMTP connection 'smtp_default' failed"):
         notify_dag_run("default", "train_model", "manual__none", [EmailDigestNotifier()], registry=registry)
     assert [a.alert_key for a in pending_alerts(registry, "default")] == ["rejected:2"]
     mail.start()
@@ -147,6 +147,17 @@ def test_no_recipients_sends_nothing_and_says_so(registry, mail, monkeypatch, ca
     with caplog.at_level(logging.WARNING):
         result = notify_dag_run("default", "train_model", "manual__none", [EmailDigestNotifier()], registry=registry)
     assert result["notified_by"] == NOBODY_EMAILED
+    assert pending_alerts(registry, "default") == []
     assert "nobody was e-mailed" in caplog.text + capfd.readouterr().out  # Airflow's logging may print it
     mail.wait_for(1, timeout=1)
     assert mail.messages == []
+
+
+def test_a_missing_smtp_connection_fails_with_its_name(registry, monkeypatch):
+    monkeypatch.delenv("AIRFLOW_CONN_SMTP_DEFAULT", raising=False)
+    monkeypatch.setenv("RETRAIN_ALERT_EMAIL_TO", RECIPIENTS)
+    monkeypatch.setenv("RETRAIN_SMTP_CONN_ID", unique("smtp_nowhere"))
+    record_alert(registry, "default", "drift", "drift:p0:0", "drift detected")
+    with pytest.raises(RuntimeError, match="SMTP connection 'smtp_nowhere-.*' failed"):
+        notify_dag_run("default", "train_model", "manual__none", [EmailDigestNotifier()], registry=registry)
+    assert len(pending_alerts(registry, "default")) == 1
