@@ -160,3 +160,17 @@ def test_an_admin_promotes_and_rolls_back_from_the_page(api_server, lifecycle, t
     assert _champion(lifecycle) == 1
     assert _events_by(lifecycle, ADMIN[0]) == [("promoted", 3, "v3 did better on last week's rows"),
                                                ("rolled_back", 1, "customers complained about v3")]
+
+
+def test_a_viewer_sees_the_versions_without_buttons(api_server, tmp_path_factory):
+    with ui_support.chromium(tmp_path_factory.mktemp("chromium-viewer")) as browser:
+        ui_support.log_in(browser, api_server, *VIEWER, "/plugin/model-accuracy")
+        browser.goto(f"{api_server}/model-accuracy/")
+        browser.wait_for("window.modelAccuracy && window.modelAccuracy.ready && window.modelAccuracy.versions",
+                         timeout=60, what="the versions")
+        assert _page_state(browser)["versions"]["canEdit"] is False
+        assert browser.evaluate("document.querySelectorAll('#versions button.promote').length") == 0
+        assert browser.evaluate("document.getElementById('actions').hidden") is True
+        assert "need permission to edit the train_model DAG" in browser.evaluate(
+            "document.getElementById('actions-denied').innerText")
+        assert browser.evaluate("document.querySelectorAll('#versions tbody tr').length") == 3
