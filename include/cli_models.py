@@ -55,14 +55,19 @@ def version_table(versions: list) -> str:
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows)
 
 
+AllNamesOpt = Annotated[Optional[str], typer.Option("--model-name", help="model name (default: all)")]
+
+
 @models_app.command("list", short_help="the versions of a model (or of every model)")
-def list_versions(model_name: Annotated[Optional[str], typer.Option("--model-name", help="model name (default: all)")] = None,
-                  db_url: DbUrlOpt = None) -> None:
+def list_versions(model_name: AllNamesOpt = None, db_url: DbUrlOpt = None) -> None:
     """The versions of a model, newest first, with their status and the gate's numbers, as a table."""
 
     def work() -> None:
         registry = _registry(db_url)
-        for name in [model_name] if model_name else registry.model_names():
+        names = [model_name] if model_name else registry.model_names()
+        if not names:
+            typer.echo("no model versions yet: a training run makes one (`python -m include train`)")
+        for name in names:
             champion = registry.champion_version(name)
             typer.echo(f"model {name}: champion version {champion if champion is not None else '-'}")
             typer.echo(version_table(registry.versions(name)))

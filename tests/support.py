@@ -183,8 +183,9 @@ class TrainerProcess:
     def start(self, *args: str, fault: str | None = None) -> subprocess.Popen:
         self.runs += 1
         flag = "--register" if self.register else "--no-register"
-        return subprocess.Popen([sys.executable, "-m", "include", "train", flag, *args], env=process_env(self.env, fault),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=PROJECT)
+        return subprocess.Popen([sys.executable, "-m", "include", "train", flag, *args],
+                                env=process_env(self.env, fault), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, cwd=PROJECT)
 
     def run(self, *args: str, fault: str | None = None, timeout: float = 600) -> tuple[int, dict | None, str]:
         proc = self.start(*args, fault=fault)

@@ -95,10 +95,12 @@ def judge(registry: Registry, model_name: str) -> list[Judgement]:
     """
     versions = sorted(registry.versions(model_name), key=lambda v: v.version)
     champion = registry.champion_version(model_name)
-    judgeable = [v for v in versions if v.status == "candidate" and v.version < versions[-1].version]
+    newest = versions[-1].version if versions else 0
+    judgeable = [v for v in versions if v.status == "candidate" and v.version < newest]
     if not judgeable or champion is None:
         return []
-    out = [Judgement(model_name, v.version, "supersede", f"not judged: the newer candidate {judgeable[-1].version} is judged instead")
+    newest = judgeable[-1].version
+    out = [Judgement(model_name, v.version, "supersede", f"not judged: the newer candidate {newest} is judged instead")
            for v in judgeable[:-1]]
     candidate = judgeable[-1]
     if champion > candidate.version:

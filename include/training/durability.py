@@ -54,9 +54,16 @@ class Progress:
     coverage: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def resumed(cls, start: dict[int, int], meta: dict[str, Any], *, register: bool) -> "Progress":
-        """At a run's start: the checkpoint's offsets and counters, its coverage carried on (this run's counts at 0)."""
+    def resumed(cls, start: dict[int, int], meta: dict[str, Any], *, register: bool,
+                history: Any = None) -> "Progress":
+        """At a run's start: the checkpoint's offsets and counters, its coverage carried on (this run's counts at 0).
+
+        A checkpoint written before checkpoints carried a coverage takes its event-time range from ``history``'s
+        recorded mini-batches (:meth:`include.training.history_rows.RunHistory.event_time_range`).
+        """
         previous = meta.get("coverage") or {}
+        if not previous and meta.get("checkpoint_id") and history is not None:
+            previous = dict(zip(("event_time_min", "event_time_max"), history.event_time_range()))
         coverage = {"event_time_min": previous.get("event_time_min"), "event_time_max": previous.get("event_time_max"),
                     "held_out_this_run": 0, "window_accuracy": previous.get("window_accuracy"),
                     "prequential_accuracy": previous.get("prequential_accuracy"), "register": register}

@@ -186,7 +186,7 @@ class Trainer:
         model, learner = build_model_and_learner(self.schema, self.settings, self.options, loaded)
         meta = loaded.meta if loaded is not None else {}
         drift = resume_drift_monitor(self.options, meta, learner)
-        progress = Progress.resumed(plan.start, meta, register=self.options.register)
+        progress = Progress.resumed(plan.start, meta, register=self.options.register, history=self.history)
         dead_letters = DeadLetters(clients, self.settings.dlq_topic, self.settings.topic)
         durability = Durability(store, self.history, reader, dead_letters, model=model, learner=learner, drift=drift,
                                 topic_id=plan.topic_id, expected_seq=int(meta["seq"]) if loaded is not None else None)

@@ -26,7 +26,7 @@ def newest_checkpoint(runner: LifecycleRunner) -> str:
 
 @pytest.mark.parametrize("point", ["version_before_register", "version_mid_export", "version_after_export",
                                    "version_after_publish"])
-def test_a_trainer_killed_while_registering_is_caught_up_by_the_next_run(tmp_path, kafka_bootstrap, point):
+def test_a_trainer_killed_while_registering_is_caught_up_by_the_next_run(tmp_path, kafka_bootstrap, point, fault_row):
     runner = LifecycleRunner(tmp_path, kafka_bootstrap)
     paths = week_files(tmp_path / "landing", 1)
     runner.ingest(paths[:2])
@@ -45,6 +45,8 @@ def test_a_trainer_killed_while_registering_is_caught_up_by_the_next_run(tmp_pat
     assert versions[0].status == "candidate" and len(versions[0].offsets) == 1
     assert versions[0].metrics["holdout_rows"] == 96  # the killed run's 480 rows, 20 % held out
     assert_no_half_state(registry)
+    fault_row(f"trainer SIGKILL while registering a version ({point}), restart", runs=3, produced=None,
+              in_topic=None, note="the next run registered the killed run's checkpoint; no half version")
 
 
 def assert_versions_complete(registry) -> None:
@@ -54,7 +56,7 @@ def assert_versions_complete(registry) -> None:
 
 
 @pytest.mark.parametrize("point", ["promotion_before_switch", "promotion_after_switch"])
-def test_a_promotion_killed_at_the_switch_leaves_one_champion(tmp_path, kafka_bootstrap, point):
+def test_a_promotion_killed_at_the_switch_leaves_one_champion(tmp_path, kafka_bootstrap, point, fault_row):
     runner = LifecycleRunner(tmp_path, kafka_bootstrap)
     paths = week_files(tmp_path / "landing", 1)
     for day in (paths[0:1], paths[1:2]):
@@ -77,3 +79,5 @@ def test_a_promotion_killed_at_the_switch_leaves_one_champion(tmp_path, kafka_bo
                                                          db.ModelEvent.version == 2)).all()
     assert len(promoted) == 1 and promoted[0].actor == "tester"
     assert_no_half_state(registry)
+    fault_row(f"promotion SIGKILL ({point}), retried", runs=2, produced=None, in_topic=None,
+              note="one champion, the pointer names it, one promotion event")

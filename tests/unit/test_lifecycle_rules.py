@@ -47,6 +47,11 @@ def test_older_candidates_are_superseded_and_the_newest_judgeable_one_waits_with
     assert actions == ["superseded", "deferred"]
 
 
+def test_a_model_without_versions_has_nothing_to_judge(tmp_path):
+    registry = Registry(settings_from_env({"RETRAIN_STATE_DIR": str(tmp_path)}))
+    assert gate.evaluate(registry, "nothing") == []
+
+
 def test_a_candidate_older_than_the_champion_is_superseded(tmp_path):
     registry = make_registry(tmp_path, {1: "retired", 2: "candidate", 3: "champion", 4: "candidate"}, previous=1)
     assert [(j.version, j.decision) for j in gate.evaluate(registry, "m")] == [(2, "supersede")]
