@@ -1,0 +1,117 @@
+"""Streaming scoring against the real broker and registry: every request answered once, as the model says."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+
+import pytest
+
+from include.schema import load_schema
+from include.serving.answers import predictions_topic
+from include.serving.model import LoadedModel
+from include.serving.requests import decode_requests
+from include.serving.stream import ScoreOptions, score_requests
+from tests.scoring import (
+    mixed_requests,
+    produce_requests,
+    promote,
+    read_answers,
+    register,
+    request_offsets,
+    scoring_env,
+    settings_of,
+)
+from tests.support import clients_for
+
+pytestmark = pytest.mark.integration
+
+
+def test_round_trip_answers_every_request_once_as_the_model_predicts(tmp_path, kafka_bootstrap, topic):
+    settings = settings_of(scoring_env(tmp_path / "state", kafka_bootstrap, topic))
+    clients_for(kafka_bootstrap).ensure_topic(settings.requests_topic, partitions=2)
+    values = mixed_requests(600)
+    produce_requests(kafka_bootstrap, settings.requests_topic, values)
+    info = register(settings, seed=1)
+
+    summary = score_requests(settings, ScoreOptions(batch_messages=128))
+    requests = request_offsets(kafka_bootstrap, settings.requests_topic)
+    assert len(requests) == 600
+    answers = read_answers(kafka_bootstrap, predictions_topic(settings.requests_topic))
+    assert summary.stop_reason == "end_offsets" and summary.records == 600 and summary.versions == {"1": 600}
+    assert set(answers.by_request) == set(requests) and answers.duplicates == 0
+    assert summary.refused == 60 and summary.scored == 540 and summary.transactions >= 3
+
+    # Each answer is what the version's model says about that request, decided by the one value parser.
+    where = sorted(requests)
+    decoded = decode_requests(load_schema("drone"), [requests[w][1] for w in where])
+    expected = LoadedModel(info.keras_path, info.version).predict(decoded.x)
+    for j, i in enumerate(decoded.good):
+        answer = answers.by_request[where[i]][0]
+        assert answer["topic"] == settings.requests_topic and answer["version"] == 1 and answer["model"] == "default"
+        assert answer["probability"] == pytest.approx(expected[j], abs=1e-6)
+        assert answer["label"] == int(answer["probability"] >= 0.5)
+        label = decoded.labels[j]
+        assert answer["observed_label"] == (None if math.isnan(label) else int(label))
+        assert answers.keys[where[i]] == requests[where[i]][0]  # keyed like the request
+        assert answers.placed[where[i]] == where[i][0] == answer["partition"]  # in the request's partition
+    assert sum(a[0]["observed_label"] is None for a in answers.by_request.values() if "error" not in a[0]) == 180
+    for i, reason in decoded.errors:
+        assert answers.by_request[where[i]][0]["error"] == reason and "probability" not in answers.by_request[where[i]][0]
+    assert {"bakery" in r for _, r in decoded.errors} == {True, False}
+
+    # A second run has nothing new: the offsets moved with the transactions.
+    again = score_requests(settings, ScoreOptions())
+    assert again.stop_reason == "nothing_new" and again.records == 0
+    assert read_answers(kafka_bootstrap, predictions_topic(settings.requests_topic)).total == 600
+
+
+def test_no_requests_topic_is_nothing_to_do_and_no_champion_is_a_clear_error(tmp_path, kafka_bootstrap, topic):
+    from include.lifecycle.registry import LifecycleError
+
+    settings = settings_of(scoring_env(tmp_path / "state", kafka_bootstrap, topic))
+    assert score_requests(settings).stop_reason == "no_requests_topic"
+    clients_for(kafka_bootstrap).ensure_topic(settings.requests_topic)
+    produce_requests(kafka_bootstrap, settings.requests_topic, mixed_requests(10))
+    with pytest.raises(LifecycleError, match="no champion yet"):
+        score_requests(settings)
+    register(settings, seed=1)
+    assert score_requests(settings).records == 10  # nothing was lost to the failed run
+
+
+def _wait_for_answers(bootstrap: str, topic: str, count: int, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if read_answers(bootstrap, topic).total >= count:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"{topic}: fewer than {count} answers after {timeout}s")
+
+
+def test_a_promotion_mid_stream_takes_effect_at_the_next_transaction(tmp_path, kafka_bootstrap, topic):
+    settings = settings_of(scoring_env(tmp_path / "state", kafka_bootstrap, topic))
+    out = predictions_topic(settings.requests_topic)
+    clients_for(kafka_bootstrap).ensure_topic(settings.requests_topic)
+    first, second = register(settings, seed=1), register(settings, seed=2)
+    assert (first.status, second.status) == ("champion", "candidate")
+    stop = threading.Event()
+    result = {}
+    worker = threading.Thread(target=lambda: result.update(summary=score_requests(
+        settings, ScoreOptions(follow=True, batch_messages=50), stop=stop)))
+    worker.start()
+    try:
+        produce_requests(kafka_bootstrap, settings.requests_topic, mixed_requests(200), key_prefix="a")
+        _wait_for_answers(kafka_bootstrap, out, 200)
+        promote(settings, second.version)
+        produce_requests(kafka_bootstrap, settings.requests_topic, mixed_requests(300, start=200), key_prefix="b")
+        _wait_for_answers(kafka_bootstrap, out, 500)
+    finally:
+        stop.set()
+        worker.join(60)
+    summary = result["summary"]
+    assert summary.stop_reason == "stopped" and summary.versions == {"1": 200, "2": 300}
+    answers = read_answers(kafka_bootstrap, out)
+    assert answers.duplicates == 0 and len(answers.by_request) == 500
+    by_version = {where[1]: a[0]["version"] for where, a in answers.by_request.items()}
+    assert {by_version[o] for o in range(200)} == {1} and {by_version[o] for o in range(200, 500)} == {2}
