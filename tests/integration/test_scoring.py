@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 import time
@@ -115,3 +116,41 @@ def test_a_promotion_mid_stream_takes_effect_at_the_next_transaction(tmp_path, k
     assert answers.duplicates == 0 and len(answers.by_request) == 500
     by_version = {where[1]: a[0]["version"] for where, a in answers.by_request.items()}
     assert {by_version[o] for o in range(200)} == {1} and {by_version[o] for o in range(200, 500)} == {2}
+
+
+def test_the_dag_scores_once_with_airflow_dags_test(tmp_path, airflow_home, kafka_bootstrap, topic):
+    from tests.support import airflow_env, run_airflow
+
+    env = scoring_env(tmp_path / "state", kafka_bootstrap, topic)
+    settings = settings_of(env)
+    clients_for(kafka_bootstrap).ensure_topic(settings.requests_topic)
+    produce_requests(kafka_bootstrap, settings.requests_topic, mixed_requests(300))
+    register(settings, seed=3)
+    result = run_airflow(airflow_env(airflow_home, kafka_bootstrap, env), "dags", "test", "score_requests",
+                         "2026-01-07")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0 and "state=success" in output, output[-6000:]
+    assert "scorer stopped (end_offsets): 300 requests, 30 refused" in output, output[-6000:]
+    answers = read_answers(kafka_bootstrap, predictions_topic(settings.requests_topic))
+    assert len(answers.by_request) == 300 and answers.duplicates == 0 and answers.versions() == {1: 300}
+
+
+def test_the_command_line_prints_the_summary_and_says_what_is_missing(tmp_path, kafka_bootstrap, topic):
+    from tests.scoring import score_cli
+
+    env = scoring_env(tmp_path / "state", kafka_bootstrap, topic)
+    settings = settings_of(env)
+    clients_for(kafka_bootstrap).ensure_topic(settings.requests_topic)
+    produce_requests(kafka_bootstrap, settings.requests_topic, mixed_requests(40))
+    refused = score_cli(env)
+    out, err = refused.communicate(timeout=300)
+    assert refused.returncode == 1 and "Traceback" not in err and out == ""
+    assert err.strip().splitlines()[-1] == ("error: model 'default' has no champion yet: train it first (`python -m "
+                                            "include train`, or the train_model DAG), or pass a version"), err[-3000:]
+    register(settings, seed=1)
+    proc = score_cli(env, "--max-records", "25")
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    summary = json.loads(out)
+    assert (summary["records"], summary["stop_reason"], summary["versions"]) == (25, "max_records", {"1": 25})
+    assert summary["offsets_to"] == {"0": 25} and summary["records_per_s"] > 0
