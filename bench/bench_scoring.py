@@ -55,29 +55,24 @@ def requests(n: int) -> list[bytes]:
     return out
 
 
-def check_answers(bootstrap: str, topic: str, expected: int) -> tuple[int, int]:
-    """(answers, distinct requests answered) in ``topic`` as a read_committed reader sees it."""
+def check_answers(bootstrap: str, topic: str) -> tuple[int, int]:
+    """(answers, distinct requests answered) in ``topic`` as a read_committed reader sees it (the trainer's
+    bounded reader, from offset 0 to the end)."""
     import json
 
-    from confluent_kafka import KafkaError, TopicPartition
+    from include.kafka.reader import BoundedReader
 
-    consumer = clients_for(bootstrap).consumer(f"bench-check-{uuid.uuid4().hex[:8]}", role="control")
+    reader = BoundedReader(clients_for(bootstrap), topic, f"bench-check-{uuid.uuid4().hex[:8]}", start_offsets={},
+                           stream_timeout_s=10)
+    seen, total = set(), 0
     try:
-        partitions = sorted(consumer.list_topics(topic, timeout=30).topics[topic].partitions)
-        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
-        seen, total, pending = set(), 0, set(partitions)
-        while pending:
-            for msg in consumer.consume(10_000, 1.0):
-                if msg.error():
-                    if msg.error().code() == KafkaError._PARTITION_EOF:
-                        pending.discard(msg.partition())
-                        continue
-                    raise RuntimeError(msg.error())
-                answer = json.loads(msg.value())
+        for batch in reader.batches(10_000):
+            for msg in batch:
+                answer = json.loads(msg.value)
                 seen.add((answer["partition"], answer["offset"]))
-                total += 1
+            total += len(batch)
     finally:
-        consumer.close()
+        reader.close()
     return total, len(seen)
 
 
@@ -134,7 +129,7 @@ def main() -> None:
         for batch in args.batch_messages:
             delete_topics(clients, [f"{requests_topic}.predictions"])
             summary, wall = score_once(env, batch)
-            total, distinct = check_answers(bootstrap, f"{requests_topic}.predictions", args.requests)
+            total, distinct = check_answers(bootstrap, f"{requests_topic}.predictions")
             rows.append((batch, summary, wall, total, distinct))
             print(f"batch {batch:,}: {summary['records']:,} requests in {summary['seconds']:.2f} s = "
                   f"{summary['records_per_s']:,.0f} records/s ({summary['records'] / wall:,.0f} with process start), "

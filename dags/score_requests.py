@@ -27,12 +27,13 @@ from airflow.sdk import CronTriggerTimetable, Param, dag, task
 
 
 @dag(
-    schedule=CronTriggerTimetable("*/5 * * * *", timezone="UTC"),
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
     doc_md=__doc__,
     tags=["retrain", "serving", "kafka"],
+    # Every 5 minutes, one run at a time: a second scorer with the same transactional id would fence the first.
+    schedule=CronTriggerTimetable("*/5 * * * *", timezone="UTC"),
+    max_active_runs=1,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
     default_args={"retries": 2, "retry_delay": timedelta(seconds=30)},
     params={
         "model_name": Param("default", type="string", pattern="^[A-Za-z0-9_.-]{1,64}$"),

@@ -85,17 +85,17 @@ class ScoreSummary:
     group: str
     transactional_id: str
     model_name: str
+    stop_reason: str | None = None
     records: int = 0
     scored: int = 0
     refused: int = 0
+    records_per_s: float = 0.0
+    seconds: float = 0.0
     transactions: int = 0
     aborted: int = 0
-    versions: dict[str, int] = field(default_factory=dict)
+    versions: dict[str, int] = field(default_factory=dict)  # version -> requests it answered
     offsets_from: dict[str, int] = field(default_factory=dict)
     offsets_to: dict[str, int] = field(default_factory=dict)
-    stop_reason: str | None = None
-    seconds: float = 0.0
-    records_per_s: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
