@@ -177,7 +177,8 @@ class StreamScorer:
             if unknown:
                 raise OffsetError(f"requests topic {self.topic!r} has no partition(s) {unknown} (it has {partitions})")
             partitions = sorted(set(self.options.partitions))
-        self.clients.ensure_topic(self.out_topic, partitions=len(meta.partitions))
+        self.clients.ensure_topic(self.out_topic, partitions=len(meta.partitions),
+                                  retention_ms=self.settings.topic_retention_ms)
         out_meta = self.consumer.list_topics(self.out_topic, timeout=30).topics[self.out_topic]
         # Answer in the request's partition when the predictions topic has it (it does when the scorer made it).
         self.same_partition = len(out_meta.partitions) >= len(meta.partitions)

@@ -154,3 +154,42 @@ def test_the_command_line_prints_the_summary_and_says_what_is_missing(tmp_path, 
     summary = json.loads(out)
     assert (summary["records"], summary["stop_reason"], summary["versions"]) == (25, "max_records", {"1": 25})
     assert summary["offsets_to"] == {"0": 25} and summary["records_per_s"] > 0
+
+
+def _kafka_error(**flags):
+    from confluent_kafka import KafkaError, KafkaException
+
+    return KafkaException(KafkaError(KafkaError._STATE, "injected by the test", **flags))
+
+
+def test_an_abortable_error_aborts_rewinds_and_scores_again_and_a_fatal_one_ends_the_run(tmp_path, kafka_bootstrap,
+                                                                                          topic):
+    from tests.faults.helpers import stage_hooks
+
+    settings = settings_of(scoring_env(tmp_path / "state", kafka_bootstrap, topic))
+    out = predictions_topic(settings.requests_topic)
+    clients_for(kafka_bootstrap).ensure_topic(settings.requests_topic, partitions=2)
+    produce_requests(kafka_bootstrap, settings.requests_topic, mixed_requests(1000))
+    register(settings, seed=1)
+
+    def abortable(n: int) -> None:
+        if n == 2:  # the second transaction: its answers and offsets are sent, not committed
+            time.sleep(1.0)  # past linger.ms: the answers reach the log before the abort
+            raise _kafka_error(txn_requires_abort=True)
+
+    with stage_hooks({"scorer_before_commit": abortable}):
+        summary = score_requests(settings, ScoreOptions(batch_messages=150, max_records=600))
+    assert summary.aborted == 1 and summary.records == 600 and summary.stop_reason == "max_records"
+    answers = read_answers(kafka_bootstrap, out)
+    assert len(answers.by_request) == 600 and answers.duplicates == 0
+    assert read_answers(kafka_bootstrap, out, committed_only=False).total > 600  # the aborted answers are in the log
+
+    def fatal(n: int) -> None:
+        raise _kafka_error(fatal=True)
+
+    with stage_hooks({"scorer_after_produce": fatal}), pytest.raises(Exception, match="injected by the test"):
+        score_requests(settings, ScoreOptions(batch_messages=150))
+    rest = score_requests(settings, ScoreOptions(batch_messages=150))
+    assert rest.records == 400 and rest.stop_reason == "end_offsets"
+    answers = read_answers(kafka_bootstrap, out)
+    assert len(answers.by_request) == 1000 and answers.duplicates == 0 and answers.total == 1000
