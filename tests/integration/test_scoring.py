@@ -193,3 +193,23 @@ def test_an_abortable_error_aborts_rewinds_and_scores_again_and_a_fatal_one_ends
     assert rest.records == 400 and rest.stop_reason == "end_offsets"
     answers = read_answers(kafka_bootstrap, out)
     assert len(answers.by_request) == 1000 and answers.duplicates == 0 and answers.total == 1000
+
+
+def test_scorers_on_disjoint_partitions_each_answer_their_own(tmp_path, kafka_bootstrap, topic):
+    from include.kafka.reader import OffsetError
+
+    settings = settings_of(scoring_env(tmp_path / "state", kafka_bootstrap, topic))
+    out = predictions_topic(settings.requests_topic)
+    clients_for(kafka_bootstrap).ensure_topic(settings.requests_topic, partitions=2)
+    produce_requests(kafka_bootstrap, settings.requests_topic, mixed_requests(400))
+    register(settings, seed=1)
+    requests = request_offsets(kafka_bootstrap, settings.requests_topic)
+    first = score_requests(settings, ScoreOptions(partitions=(1,)))
+    assert first.transactional_id.endswith(".p1") and set(first.offsets_to) == {"1"}
+    assert {p for p, _ in read_answers(kafka_bootstrap, out).by_request} == {1}
+    second = score_requests(settings, ScoreOptions(partitions=(0,)))
+    assert second.transactional_id.endswith(".p0") and first.records + second.records == 400
+    answers = read_answers(kafka_bootstrap, out)
+    assert set(answers.by_request) == set(requests) and answers.duplicates == 0
+    with pytest.raises(OffsetError, match=r"has no partition\(s\) \[2\]"):
+        score_requests(settings, ScoreOptions(partitions=(0, 2)))
