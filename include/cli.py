@@ -206,6 +206,46 @@ def report(
     _run(work)
 
 
+@app.command(short_help="answer the requests topic into <requests topic>.predictions, exactly once")
+def score(
+    model_name: Annotated[str, typer.Option(help="the model whose champion (or --version) scores")] = "default",
+    version: Annotated[Optional[int], typer.Option(min=1, help="score with this version, not the champion")] = None,
+    follow: Annotated[bool, typer.Option("--follow", help="keep running (until Ctrl+C/SIGTERM or a limit)")] = False,
+    requests_topic: Annotated[Optional[str], typer.Option(help="default RETRAIN_REQUESTS_TOPIC (<topic>.requests)")] = None,
+    topic: TopicOpt = None,
+    schema: SchemaOpt = None,
+    partitions: Annotated[Optional[str], typer.Option(help="only these partitions, e.g. 0,2 (default: all)")] = None,
+    max_records: Annotated[Optional[int], typer.Option(min=1, help="stop after this many requests")] = None,
+    max_seconds: Annotated[Optional[float], typer.Option(min=0.001, help="stop after this long")] = None,
+    batch_messages: Annotated[int, typer.Option(min=1, help="the most requests one transaction carries")] = 10_000,
+    stream_timeout_s: Annotated[Optional[float], typer.Option(help="stop after this long without a request")] = None,
+    db_url: DbUrlOpt = None,
+) -> None:
+    """Score the requests topic with the champion (or --version), one Kafka transaction per batch with the consumed
+    offsets, so every request gets exactly one answer; prints the summary as JSON."""
+
+    def work() -> None:
+        from include.serving.stream import ScoreOptions, score_requests, stop_on_signals
+
+        settings = _settings(topic=topic, schema_name=schema, requests_topic=requests_topic, db_url=db_url)
+        options = ScoreOptions(model_name=model_name, version=version, follow=follow, max_records=max_records,
+                               max_seconds=max_seconds, partitions=_partitions(partitions),
+                               batch_messages=batch_messages, stream_timeout_s=stream_timeout_s)
+        with stop_on_signals() as stop:
+            _print_json(score_requests(settings, options, stop=stop).as_dict())
+
+    _run(work)
+
+
+def _partitions(text: str | None) -> tuple[int, ...] | None:
+    if not text:
+        return None
+    try:
+        return tuple(sorted({int(p) for p in text.split(",")}))
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a comma-separated list of partitions", param_hint="--partitions") from None
+
+
 @app.command(short_help="demo observation files into the landing folder")
 def generate(
     start: Annotated[str, typer.Option(help="first date, YYYY-MM-DD")],
