@@ -113,7 +113,7 @@ def train_run(env: Env, topic: str, schema: str, name: str, **options) -> dict:
     from include.training.trainer import TrainOptions, train
 
     settings = env.settings(topic, schema, name)
-    summary = train(settings, TrainOptions(model_name=name, **options))
+    summary = train(settings, TrainOptions(model_name=name, register=False, **options))
     with db.session_factory(settings.db_url)() as session:
         batches = session.scalars(select(db.BatchMetric).order_by(db.BatchMetric.seq)).all()
         events = session.scalars(select(db.DriftEvent).order_by(db.DriftEvent.seq)).all()
@@ -208,6 +208,7 @@ def _events(run: dict, start: int) -> str:
     return ", ".join(f"{h - start:+,}" for h in hits)
 
 
+# Long on purpose: a benchmark's main is its protocol, step by step, in the order the report states it.
 def main(argv: list[str] | None = None) -> int:
     from include.settings import get_settings
 
@@ -308,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+# Long on purpose: it writes the report's sections top to bottom, in the order a reader sees them.
 def render(args, when, load_before, total, blog_runs, river_res, thr, gen_runs, bayes_phases, drift_start, visible,
            per_day, gd_rows, inc, inc_seed, base, nd_rows, preq_last_day, bayes_stable) -> list[str]:
     from include.training.drift import DriftConfig

@@ -136,6 +136,7 @@ def detect(name: str, stream: Stream) -> list[int]:
     return fired
 
 
+# Long on purpose: a benchmark's main is its protocol, step by step, in the order the report states it.
 def main(argv: list[str] | None = None) -> int:
     from include.training.drift_detectors import DETECTORS
     from include.training.model import configure_tensorflow

@@ -447,6 +447,7 @@ def parse_args(argv: list[str] | None):
     return parser.parse_args(argv)
 
 
+# Long on purpose: a benchmark's main is its protocol, step by step, in the order the report states it.
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -26,6 +26,7 @@ from bench.common import BLOG_FILE  # noqa: E402
 WEEK1_BATCHES = 56  # lines 1-5,600 are week 1: 56 mini-batches of 100
 
 
+# Long on purpose: a benchmark's main is its protocol, step by step, in the order the report states it.
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(BLOG_FILE))

@@ -121,7 +121,8 @@ def run_trainer(bootstrap: str, topic: str, state: Path, *args: str, rss: bool =
     import psutil
 
     started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "include", "train", "--mode", "seed", "--model-name", "bench", *args],
+    proc = subprocess.Popen([sys.executable, "-m", "include", "train", "--mode", "seed", "--model-name", "bench",
+                             "--no-register", *args],
                             env=trainer_env(bootstrap, topic, state), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     samples: list[tuple[float, int, int]] = []  # (time, records so far, rss bytes)
@@ -241,6 +242,7 @@ def render(args, info: dict, seed: dict, fast: dict, curve_fast: list[float], rs
     return "\n".join(lines) + "\n"
 
 
+# Long on purpose: a benchmark's main is its protocol, step by step, in the order the report states it.
 def main(argv: list[str] | None = None) -> int:
     from include.settings import get_settings
 

@@ -12,9 +12,19 @@ Params: `mode` (`seed`, the blog's single pass, or `replay`, which learns from a
 and is the one to use for accuracy), `drift` (what to do when drift is detected: `none`, `shrink`, `retrain`)
 and `drift_detector` (`ewma`, the default, or `page_hinkley`). Detected drifts are recorded in `drift_events`.
 
+After training, the **promotion gate** (`evaluate`, a branch) judges the previous run's candidate version against
+the champion on the rows this run held out (forward evaluation; README "The model lifecycle"), then `promote` or
+`reject` records the decision (who: `gate`, why, both accuracies). Training itself always continues from the
+newest checkpoint, whatever the gate says: only what is served is gated.
+
 Triggered by new data (the observations topic's Asset, `kafka://<broker>/<topic>`, that the ingest DAG updates) and daily, so it can
 also be backfilled. Only one run at a time (`max_active_runs=1` and a trainer lock); a rerun trains only
 offsets it has not trained. Kafka settings come from the `kafka_default` connection.
+
+**Alerts** (`notify`, which runs whatever the steps before it decided): a drift detected by this run, its window
+accuracy under `RETRAIN_ACCURACY_FLOOR` and a rejected candidate are recorded once each and sent, as one digest,
+to this DAG's `ALERT_NOTIFIERS` (by default an e-mail through the `smtp_default` connection to
+`RETRAIN_ALERT_EMAIL_TO`); a failed send fails the task, and the retry sends what is still pending.
 """
 
 from __future__ import annotations
@@ -25,6 +35,12 @@ import pendulum
 from airflow.sdk import AssetOrTimeSchedule, CronDataIntervalTimetable, Param, dag, task
 
 from include.assets import observations_asset
+from include.lifecycle.notifiers import EmailDigestNotifier
+
+#: Who hears about this DAG's alerts: Airflow notifiers (any BaseNotifier), each given the digest as
+#: ``alert_digest`` in its context. Recipients and SMTP connection default to RETRAIN_ALERT_EMAIL_TO and
+#: RETRAIN_SMTP_CONN_ID; e.g. ``[EmailDigestNotifier(to="ml-team@example.com")]``, or ``[]`` for none.
+ALERT_NOTIFIERS = [EmailDigestNotifier()]
 
 
 @dag(
@@ -62,7 +78,37 @@ def train_model():
         )
         return train(options=options, use_airflow=True, dag_id=dag_run.dag_id, dag_run_id=dag_run.run_id).as_dict()
 
-    train()
+    @task.branch
+    def evaluate(params=None) -> str | None:
+        """The promotion gate: which of promote / reject follows (none when there is nothing to decide)."""
+        from include.lifecycle.steps import evaluate_step
+
+        return evaluate_step(params["model_name"])
+
+    @task
+    def promote(params=None) -> dict | None:
+        """Serve the candidate the gate accepted (recorded with the gate's numbers)."""
+        from include.lifecycle.steps import decision_step
+
+        return decision_step(params["model_name"], "promote")
+
+    @task
+    def reject(params=None) -> dict | None:
+        """Mark the candidate the gate refused, and record the alert."""
+        from include.lifecycle.steps import decision_step
+
+        return decision_step(params["model_name"], "reject")
+
+    # After whichever of promote / reject ran, or neither (nothing to decide), but not after a failure.
+    @task(trigger_rule="none_failed")
+    def notify(params=None, dag_run=None, **context) -> dict:
+        """Record this run's drift and accuracy-floor alerts, then send every pending alert as one digest."""
+        from include.lifecycle.alerts import notify_dag_run
+
+        return notify_dag_run(params["model_name"], dag_run.dag_id, dag_run.run_id, ALERT_NOTIFIERS,
+                              context={**context, "params": params, "dag_run": dag_run})
+
+    train() >> evaluate() >> [promote(), reject()] >> notify()
 
 
 train_model()

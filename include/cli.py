@@ -71,7 +71,7 @@ def _known_errors() -> dict[type[BaseException], int]:
     from include.training.trainer import TrainerBusy
 
     return {SettingsError: 2, SchemaError: 2, KafkaConfigError: 2, FileNotFoundError: 2, IngestError: 1,
-            TrainerBusy: 3, OffsetError: 4, KafkaException: 5, SQLAlchemyError: 5, LifecycleError: 2,
+            TrainerBusy: 3, OffsetError: 4, KafkaException: 5, SQLAlchemyError: 5, LifecycleError: 6,
             HistoryNotReady: 2, PredictInputError: 2, HeaderError: 2}
 
 
@@ -152,6 +152,7 @@ def train(
     chunk_batches: Annotated[int, typer.Option(min=1, help="mini-batches per compiled call")] = 64,
     drift: Annotated[DriftReaction, typer.Option(help="reaction to a detected drift (detection always runs)")] = DriftReaction.none,
     drift_detector: Annotated[DriftDetector, typer.Option(help="what watches the prequential error")] = DriftDetector.ewma,
+    register: Annotated[bool, typer.Option(help="end the run with a new model version (for the promotion gate)")] = True,
     db_url: DbUrlOpt = None,
 ) -> None:
     """Run one bounded training task from the last checkpoint; prints its summary as JSON."""
@@ -162,7 +163,8 @@ def train(
         settings = _settings(topic=topic, schema_name=schema, stream_timeout_s=stream_timeout_s, db_url=db_url)
         options = TrainOptions(model_name=model_name, mode=mode.value, reader=reader.value, max_records=max_records,
                                max_seconds=max_seconds, checkpoint_every_s=checkpoint_every_s,
-                               chunk_batches=chunk_batches, drift=drift.value, drift_detector=drift_detector.value)
+                               chunk_batches=chunk_batches, drift=drift.value, drift_detector=drift_detector.value,
+                               register=register)
         _print_json(run_training(settings, options).as_dict())
 
     _run(work)
@@ -208,6 +210,46 @@ def report(
             typer.echo(f"{kind}: {path}")
 
     _run(work)
+
+
+@app.command(short_help="answer the requests topic into <requests topic>.predictions, exactly once")
+def score(
+    model_name: Annotated[str, typer.Option(help="the model whose champion (or --version) scores")] = "default",
+    version: Annotated[Optional[int], typer.Option(min=1, help="score with this version, not the champion")] = None,
+    follow: Annotated[bool, typer.Option("--follow", help="keep running (until Ctrl+C/SIGTERM or a limit)")] = False,
+    requests_topic: Annotated[Optional[str], typer.Option(help="default RETRAIN_REQUESTS_TOPIC (<topic>.requests)")] = None,
+    topic: TopicOpt = None,
+    schema: SchemaOpt = None,
+    partitions: Annotated[Optional[str], typer.Option(help="only these partitions, e.g. 0,2 (default: all)")] = None,
+    max_records: Annotated[Optional[int], typer.Option(min=1, help="stop after this many requests")] = None,
+    max_seconds: Annotated[Optional[float], typer.Option(min=0.001, help="stop after this long")] = None,
+    batch_messages: Annotated[int, typer.Option(min=1, help="the most requests one transaction carries")] = 10_000,
+    stream_timeout_s: Annotated[Optional[float], typer.Option(help="stop after this long without a request")] = None,
+    db_url: DbUrlOpt = None,
+) -> None:
+    """Score the requests topic with the champion (or --version), one Kafka transaction per batch with the consumed
+    offsets, so every request gets exactly one answer; prints the summary as JSON."""
+
+    def work() -> None:
+        from include.serving.stream import ScoreOptions, score_requests, stop_on_signals
+
+        settings = _settings(topic=topic, schema_name=schema, requests_topic=requests_topic, db_url=db_url)
+        options = ScoreOptions(model_name=model_name, version=version, follow=follow, max_records=max_records,
+                               max_seconds=max_seconds, partitions=_partitions(partitions),
+                               batch_messages=batch_messages, stream_timeout_s=stream_timeout_s)
+        with stop_on_signals() as stop:
+            _print_json(score_requests(settings, options, stop=stop).as_dict())
+
+    _run(work)
+
+
+def _partitions(text: str | None) -> tuple[int, ...] | None:
+    if not text:
+        return None
+    try:
+        return tuple(sorted({int(p) for p in text.split(",")}))
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a comma-separated list of partitions", param_hint="--partitions") from None
 
 
 @app.command(short_help="demo observation files into the landing folder")
@@ -268,7 +310,8 @@ def predict(
 ) -> None:
     """Score every row ingest would accept; report every row it would refuse (JSON lines, ingest's reasons).
 
-    Exit code 0 when every row was scored, 1 when some were refused; the last line on stderr is the summary.
+    Exit code 0 when every row was scored, 1 when some were refused (the last line on stderr is the summary), 2 for
+    input that is not the schema's layout, 6 when there is no such version or no champion.
     """
 
     def work() -> None:
@@ -318,4 +361,7 @@ def _date(text: str, option: str) -> date:
 
 
 def main() -> None:
+    from include.cli_models import models_app
+
+    app.add_typer(models_app, name="models", short_help="model versions: list, show, evaluate, promote, rollback")
     app()

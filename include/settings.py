@@ -35,8 +35,9 @@ def _var(name: str, default: Any, **constraints: Any) -> Any:
 class Settings(BaseSettings):
     """Project configuration. Build it with :func:`get_settings`; change fields with :meth:`with_overrides`.
 
-    Derived defaults (``dlq_topic`` and ``requests_topic`` from ``topic``; ``db_url``, ``checkpoint_dir`` and
-    ``models_dir`` from ``state_dir``) follow their source unless set themselves.
+    Derived defaults (``dlq_topic`` and ``requests_topic`` from ``topic``; ``scorer_group`` from
+    ``consumer_group``; ``db_url``, ``checkpoint_dir`` and ``models_dir`` from ``state_dir``) follow their source
+    unless set themselves.
     """
 
     model_config = SettingsConfigDict(
@@ -77,6 +78,7 @@ class Settings(BaseSettings):
     serve_host: str = _var("RETRAIN_SERVE_HOST", "127.0.0.1", min_length=1)
     serve_port: int = _var("RETRAIN_SERVE_PORT", 8501, ge=1, le=65535)
     requests_topic: str = _var("RETRAIN_REQUESTS_TOPIC", "", description="default: <topic>.requests")
+    scorer_group: str = _var("RETRAIN_SCORER_GROUP", "", description="default: <consumer_group>.scorer")
     # Fault injection for the test suites: "<stage>" or "<stage>:<count>" kills the process with SIGKILL
     # when that stage is reached (the count-th time). Empty in production.
     fault_point: str = _var("RETRAIN_FAULT_POINT", "")
@@ -102,6 +104,8 @@ class Settings(BaseSettings):
             object.__setattr__(self, "models_dir", self.state_dir / "models")
         if not self.requests_topic:
             object.__setattr__(self, "requests_topic", f"{self.topic}.requests")
+        if not self.scorer_group:
+            object.__setattr__(self, "scorer_group", f"{self.consumer_group}.scorer")
         return self
 
     def with_overrides(self, **changes: Any) -> "Settings":

@@ -171,15 +171,21 @@ def process_env(env: Mapping[str, str], fault: str | None = None) -> dict[str, s
 
 @dataclass
 class TrainerProcess:
-    """``python -m include train`` as a real process, on the env's state folder, group and database."""
+    """``python -m include train`` as a real process, on the env's state folder, group and database.
+
+    ``register``: the runs make model versions (off by default: the tests of training alone do not pay for it).
+    """
 
     env: dict[str, str]
     runs: int = 0
+    register: bool = False
 
     def start(self, *args: str, fault: str | None = None) -> subprocess.Popen:
         self.runs += 1
-        return subprocess.Popen([sys.executable, "-m", "include", "train", *args], env=process_env(self.env, fault),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=PROJECT)
+        flag = "--register" if self.register else "--no-register"
+        return subprocess.Popen([sys.executable, "-m", "include", "train", flag, *args],
+                                env=process_env(self.env, fault), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, cwd=PROJECT)
 
     def run(self, *args: str, fault: str | None = None, timeout: float = 600) -> tuple[int, dict | None, str]:
         proc = self.start(*args, fault=fault)

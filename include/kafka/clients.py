@@ -41,6 +41,18 @@ _CONSUMER_ROLES: dict[str, dict[str, Any]] = {
         "max.partition.fetch.bytes": 10_485_760,
         "queued.max.messages.kbytes": 262_144,
     },
+    # The streaming scorer's consumer (consume-transform-produce): explicit assignment at the group's committed
+    # offsets, which only its transactions move (send_offsets_to_transaction), so never auto-commit or store.
+    "transform": {
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "isolation.level": "read_committed",
+        "auto.offset.reset": "error",
+        "enable.partition.eof": True,
+        "fetch.wait.max.ms": 50,
+        "fetch.max.bytes": 52_428_800,
+        "queued.max.messages.kbytes": 262_144,
+    },
     # Reads or commits a group's offsets without consuming (finishing a crashed run's commit, tfio's position).
     "offsets": {"enable.auto.commit": False},
     # Reads a small control topic from its start to its stable end (ingest's commit markers).
@@ -145,6 +157,16 @@ class KafkaClients:
         if on_delivery is not None:
             config["on_delivery"] = on_delivery
         return Producer(config)
+
+    def transform_producer(self, transactional_id: str, **overrides: Any):
+        """The transactional producer of a consume-transform-produce loop (the streaming scorer).
+
+        One transaction carries one poll batch (seconds, not minutes), so the transaction timeout is short: a
+        scorer that dies and is not restarted holds back read_committed readers of its output for at most a
+        minute; a restarted one (same ``transactional_id``) aborts the open transaction at once.
+        """
+        config = {"transaction.timeout.ms": 60_000, "linger.ms": 5, **overrides}
+        return self.producer(transactional_id=transactional_id, **config)
 
     # -- consumers --------------------------------------------------------------------------------------------
 

@@ -1,4 +1,6 @@
-"""Changing the champion: promotion and rollback, each one database transaction with its audit row.
+"""Changing a version's status: promotion and rollback (the champion), reject, supersede and defer (a candidate).
+
+Each is one database transaction with its audit row (``model_events``: who, why).
 
 The pointer (``model_pointers``), the versions' statuses (the old champion ``retired``, the new one ``champion``)
 and the event (who, why) change together or not at all, so a crash leaves the old champion or the new one, and a
@@ -96,3 +98,60 @@ def _switch(registry: Registry, model_name: str, version: int, *, actor: str, re
     faults.reached("promotion_after_switch")
     log.info("model %s: version %s -> %d (%s by %s: %s)", model_name, current, target.version, action, actor, reason)
     return registry.get(model_name, target.version)
+
+
+def reject(registry: Registry, model_name: str, version: int, *, actor: str, reason: str,
+           gate: dict[str, Any] | None = None) -> bool:
+    """Mark a candidate ``rejected`` (by the gate, or by a person) with its audit row; True if it was a candidate.
+
+    Raises:
+        LifecycleError: No such version, or it is the champion (roll back or promote another version first).
+    """
+    return _decide(registry, model_name, version, status="rejected", action="rejected", actor=actor, reason=reason,
+                   gate=gate)
+
+
+def supersede(registry: Registry, model_name: str, version: int, *, actor: str, reason: str) -> bool:
+    """Mark a candidate that was never judged ``superseded`` (a newer one is judged instead); True if it was."""
+    return _decide(registry, model_name, version, status="superseded", action="superseded", actor=actor,
+                   reason=reason, gate=None)
+
+
+def defer(registry: Registry, model_name: str, version: int, *, actor: str, reason: str,
+          gate: dict[str, Any]) -> None:
+    """Record that the gate could not decide yet (too few rows): the version stays a candidate; once per data."""
+    key = f"deferred:{version}:on:{gate.get('evaluated_on_version')}"
+    with registry.sessions.begin() as session:
+        row = session.get(db.ModelVersion, (model_name, int(version)))
+        if row is None or row.status != "candidate" or _has_event(session, model_name, key):
+            return
+        row.gate, row.reason = gate, reason
+        session.add(db.ModelEvent(model_name=model_name, event_key=key, version=row.version, action="deferred",
+                                  actor=actor, reason=reason, details={"gate": gate}, created_at=db.utcnow()))
+
+
+def _decide(registry: Registry, model_name: str, version: int, *, status: str, action: str, actor: str, reason: str,
+            gate: dict[str, Any] | None) -> bool:
+    """A candidate's final status, its gate numbers and the audit row, in one transaction (once)."""
+    registry.get(model_name, version)  # LifecycleError if there is no such version
+    with registry.sessions.begin() as session:
+        row = session.get(db.ModelVersion, (model_name, int(version)))
+        if row.status == "champion":
+            raise LifecycleError(f"version {version} of {model_name!r} is the champion: roll back or promote another "
+                                 "version first")
+        if row.status != "candidate":
+            return False
+        now = db.utcnow()
+        row.status, row.reason, row.decided_at = status, reason, now
+        if gate is not None:
+            row.gate = gate
+        session.add(db.ModelEvent(model_name=model_name, event_key=f"{action}:{row.version}", version=row.version,
+                                  action=action, actor=actor, reason=reason,
+                                  details={"gate": gate} if gate else None, created_at=now))
+    log.info("model %s: version %d %s by %s: %s", model_name, version, status, actor, reason)
+    return True
+
+
+def _has_event(session: Any, model_name: str, key: str) -> bool:
+    return session.scalar(select(db.ModelEvent.id).where(db.ModelEvent.model_name == model_name,
+                                                         db.ModelEvent.event_key == key)) is not None

@@ -149,3 +149,13 @@ class Registry:
             raise LifecycleError(f"version {info.version} of {model_name!r} is no longer on disk (kept: the newest "
                                  f"RETRAIN_KEEP_VERSIONS, the champion and the one before it)")
         return info
+
+    def events(self, model_name: str, version: int | None = None) -> list[dict[str, Any]]:
+        """The audit trail of ``model_name`` (of one version when given), oldest first, as JSON-able dicts."""
+        query = select(db.ModelEvent).where(db.ModelEvent.model_name == model_name)
+        if version is not None:
+            query = query.where(db.ModelEvent.version == int(version))
+        with self.sessions() as session:
+            rows = session.scalars(query.order_by(db.ModelEvent.id)).all()
+        return [{"version": r.version, "action": r.action, "actor": r.actor, "reason": r.reason, "details": r.details,
+                 "at": r.created_at.isoformat()} for r in rows]

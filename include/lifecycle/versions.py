@@ -72,7 +72,7 @@ def register_version(registry: Registry, model_name: str, model: Any, source: Ve
     Returns:
         The version: ``champion`` if it is the model's first, else ``candidate``.
     """
-    existing = _by_checkpoint(registry, model_name, source.checkpoint_id)
+    existing = version_for_checkpoint(registry, model_name, source.checkpoint_id)
     if existing is not None:
         return existing
     store = registry.store(model_name)
@@ -120,7 +120,8 @@ def load_holdout(info: VersionInfo) -> tuple[np.ndarray, np.ndarray] | None:
         return data["x"], data["y"]
 
 
-def _by_checkpoint(registry: Registry, model_name: str, checkpoint_id: str) -> VersionInfo | None:
+def version_for_checkpoint(registry: Registry, model_name: str, checkpoint_id: str) -> VersionInfo | None:
+    """The version made from ``checkpoint_id``, or None."""
     with registry.sessions() as session:
         row = session.scalar(select(db.ModelVersion).where(db.ModelVersion.model_name == model_name,
                                                            db.ModelVersion.checkpoint_id == checkpoint_id))

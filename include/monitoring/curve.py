@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from include.history import db
 from include.monitoring.bayes import bayes_accuracy
 from include.monitoring.downsample import downsample
+from include.monitoring.lifecycle import chart_overlays
 from include.monitoring.queries import BASELINE_KIND, XAxis, finite, iso, run_ids_for
 
 SERIES = ("window_accuracy", "prequential_accuracy")
@@ -103,7 +104,8 @@ def accuracy_curve(
     topic: str | None = None,
 ) -> dict[str, Any]:
     """The chart's data: downsampled accuracy series over records seen (or event time), the runs they come
-    from, the batch baseline, the Bayes-optimal accuracy and the drift events.
+    from, the batch baseline, the Bayes-optimal accuracy, the drift events, and the lifecycle's overlays
+    (promotion markers, the champion's and latest candidate's accuracy: :func:`include.monitoring.lifecycle.chart_overlays`).
 
     Args:
         sessions: session factory of the history database.
@@ -117,7 +119,8 @@ def accuracy_curve(
 
     Returns:
         ``{"series": {name: {"x", "y", "run"}}, "runs": [...], "baseline", "bayes_accuracy",
-        "drift_events": [...], "total_batches", ...}``; ``run`` indexes ``runs``.
+        "drift_events": [...], "promotions": [...], "version_accuracy", "total_batches", ...}``; ``run`` indexes
+        ``runs``.
     """
     started = time.perf_counter()
     with sessions() as session:
@@ -133,6 +136,7 @@ def accuracy_curve(
         if run_ids is not None:
             drift_query = drift_query.where(db.DriftEvent.run_id.in_(run_ids))
         drift_rows = session.scalars(drift_query.order_by(db.DriftEvent.seq).limit(MAX_DRIFT_EVENTS + 1)).all()
+        overlays = chart_overlays(session, model_name, x_axis)
     return {
         "model_name": model_name,
         "x_axis": x_axis,
@@ -145,6 +149,7 @@ def accuracy_curve(
         "bayes_accuracy": bayes,
         "drift_events": _drift_events(drift_rows[:MAX_DRIFT_EVENTS], x_axis),
         "drift_events_truncated": len(drift_rows) > MAX_DRIFT_EVENTS,
+        **overlays,
         "elapsed_ms": round((time.perf_counter() - started) * 1000, 1),
     }
 

@@ -15,7 +15,7 @@ does; the message names each refused instance's index and the reason, the one va
 404 for an unknown model, version or route, 413 for a body over 64 MiB, 503 before a model name has a champion.
 Every answer a model gave has the header ``X-Model-Version``. Scoring runs on the event loop (a few ms for 1,000
 rows: decoding is vectorised and the answer is formatted, not built as objects); loading a version never does
-(:mod:`include.serving.champion`, :mod:`include.serving.servables`). This module never changes the registry.
+(:mod:`include.serving.follower`, :mod:`include.serving.servables`). This module never changes the registry.
 """
 
 from __future__ import annotations

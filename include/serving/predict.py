@@ -185,7 +185,7 @@ def run_predict(settings: Any, source: str, *, model_name: str, version: int | N
     """
     from include.lifecycle.registry import Registry
     from include.schema import load_schema
-    from include.serving.champion import load_version
+    from include.serving.follower import load_version
     from include.training.model import configure_tensorflow
 
     for path in (output, errors_path):

@@ -54,12 +54,12 @@ def _to_text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _with_label(schema: CsvSchema, value: Any) -> tuple[Any, bool]:
-    """The row with a placeholder label inserted when it has one field fewer than the schema; whether it had one."""
+def _with_label(value: Any, n: int, at: int, fill: str) -> tuple[Any, bool]:
+    """The row with ``fill`` inserted as field ``at`` when it has ``n - 1`` fields instead of ``n``; whether it had
+    its label."""
     text = _to_text(value)
     if text is None:
         return value, True  # the decoder reports what is wrong with it
-    n, at = len(schema.columns), schema.label_index
     body = text.removeprefix("\ufeff").rstrip("\r\n")
     if '"' not in body:
         fields = body.split(",")
@@ -73,7 +73,7 @@ def _with_label(schema: CsvSchema, value: Any) -> tuple[Any, bool]:
         fields = records[0]
     if len(fields) != n - 1:
         return value, True
-    fields.insert(at, _placeholder(schema.columns[at]))
+    fields.insert(at, fill)
     if '"' not in body:
         return ",".join(fields), False
     out = io.StringIO()
@@ -93,9 +93,17 @@ def decode_requests(schema: CsvSchema, values: Sequence[Any]) -> Requests:
     """
     from include.training.decode import decode_batch
 
+    n, at = len(schema.columns), schema.label_index
+    fill = _placeholder(schema.columns[at])
     completed, labelled = [], []
     for value in values:
-        row, has_label = _with_label(schema, value)
+        # The common case, decided without decoding: unquoted bytes whose field count is not one short (a row
+        # with its label, or one the decoder refuses) go as they are, exactly as _with_label would pass them.
+        if value.__class__ is bytes and b'"' not in value and value.count(b",") != n - 2:
+            completed.append(value)
+            labelled.append(True)
+            continue
+        row, has_label = _with_label(value, n, at, fill)
         completed.append(row.encode("utf-8") if isinstance(row, str) else row)
         labelled.append(has_label)
     decoded = decode_batch(schema, completed)

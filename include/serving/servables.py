@@ -1,6 +1,6 @@
 """What one model name serves: its champion (followed) and the specific versions asked for by number.
 
-:class:`Servable` pairs a :class:`include.serving.champion.ChampionFollower` with a small cache of other versions:
+:class:`Servable` pairs a :class:`include.serving.follower.ChampionFollower` with a small cache of other versions:
 ``/versions/<v>`` requests load version ``v`` on first use (in a worker thread, never on the event loop) and keep
 the ``keep`` most recently used. Any version whose files are on disk can be asked for; the registry decides what
 exists. This module never changes the registry.
@@ -13,7 +13,7 @@ import threading
 from collections import OrderedDict
 
 from include.lifecycle.registry import Registry
-from include.serving.champion import ChampionFollower, load_version
+from include.serving.follower import ChampionFollower, load_version
 from include.serving.model import LoadedModel
 
 

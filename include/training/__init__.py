@@ -15,6 +15,8 @@ Where to start: :mod:`include.training.trainer` runs one task top to bottom. Its
 - :mod:`~include.training.durability`: dead letters -> checkpoint -> history -> group offsets, and the seq check.
 - :mod:`~include.training.history_rows`: the history rows a run writes, and the transaction that writes them.
 - :mod:`~include.training.checkpoint`: atomic checkpoint bundles on disk.
+- :mod:`~include.training.versioning`: the run's newest checkpoint handed to the lifecycle as a model version
+  (and a killed run's caught up).
 
 What is trained: :mod:`~include.training.framing` (message values -> CSV records) and
 :mod:`~include.training.decode` (records -> raw matrix, with the one value parser), :mod:`~include.training.model`,

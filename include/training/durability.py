@@ -40,6 +40,10 @@ class Progress:
         durable_offsets: The newest checkpoint's offsets (the run's start at first).
         history: Mini-batch rows not yet in the database.
         drift_events: Drift event rows not yet in the database.
+        coverage: What the model has seen, carried in every checkpoint's meta (``coverage``) for the version made
+            from it: ``event_time_min``/``event_time_max`` over all runs, ``held_out_this_run`` (rows this run put
+            in the window, never trained), the newest ``window_accuracy``/``prequential_accuracy``, and ``register``
+            (whether the run that wrote the checkpoint makes versions).
     """
 
     next_offsets: dict[int, int]
@@ -47,6 +51,34 @@ class Progress:
     durable_offsets: dict[int, int] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
     drift_events: list[dict[str, Any]] = field(default_factory=list)
+    coverage: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def resumed(cls, start: dict[int, int], meta: dict[str, Any], *, register: bool,
+                history: Any = None) -> "Progress":
+        """At a run's start: the checkpoint's offsets and counters, its coverage carried on (this run's counts at 0).
+
+        A checkpoint written before checkpoints carried a coverage takes its event-time range from ``history``'s
+        recorded mini-batches (:meth:`include.training.history_rows.RunHistory.event_time_range`).
+        """
+        previous = meta.get("coverage") or {}
+        if not previous and meta.get("checkpoint_id") and history is not None:
+            previous = dict(zip(("event_time_min", "event_time_max"), history.event_time_range()))
+        coverage = {"event_time_min": previous.get("event_time_min"), "event_time_max": previous.get("event_time_max"),
+                    "held_out_this_run": 0, "window_accuracy": previous.get("window_accuracy"),
+                    "prequential_accuracy": previous.get("prequential_accuracy"), "register": register}
+        return cls(next_offsets=dict(start), records_total=int(meta.get("records_total", 0)),
+                   durable_offsets=dict(start), coverage=coverage)
+
+    def add_batch(self, row: dict[str, Any]) -> None:
+        """A trained mini-batch's history row: pending, and counted in the coverage."""
+        self.history.append(row)
+        cov = self.coverage
+        for key, pick in (("event_time_min", min), ("event_time_max", max)):
+            if row.get(key) is not None:
+                cov[key] = row[key] if cov.get(key) is None else pick(cov[key], row[key])
+        cov["held_out_this_run"] = int(cov.get("held_out_this_run") or 0) + int(row["n_eval"])
+        cov["window_accuracy"], cov["prequential_accuracy"] = row["window_accuracy"], row["prequential_accuracy"]
 
     def is_dirty(self) -> bool:
         """Whether anything moved since the last durable checkpoint (rows to write or offsets to commit)."""
@@ -80,6 +112,7 @@ class Durability:
         self.model, self.learner, self.drift = model, learner, drift
         self.topic_id = topic_id
         self.expected_seq = expected_seq
+        self.saved: dict[str, Any] | None = None  # the meta of the newest checkpoint this run saved
 
     def save(self, progress: Progress, summary: TrainSummary) -> None:
         """Dead letters -> checkpoint -> history -> group offsets; ``summary`` then names the new checkpoint.
@@ -97,6 +130,7 @@ class Durability:
         summary.checkpoint_id = info.checkpoint_id
         identity = self.history.identity
         saved = {**meta, "checkpoint_id": info.checkpoint_id, "seq": info.seq, "path": str(info.path)}
+        self.saved = saved
         self.history.write(progress.history, checkpoint=checkpoint_row(identity, saved),
                            run=run_row(identity, summary, ended=summary.status != "running"),
                            drift_events=progress.drift_events)
@@ -122,5 +156,6 @@ class Durability:
             "topic": identity.topic, "topic_id": self.topic_id,
             "offsets": jsonable_offsets(progress.next_offsets), "records_total": progress.records_total,
             "history": progress.history, "drift": self.drift.to_dict(), "drift_events": progress.drift_events,
+            "coverage": dict(progress.coverage),
             "created_at": db.utcnow().isoformat(),
         }

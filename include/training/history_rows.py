@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
-from sqlalchemy import update
+from sqlalchemy import func, select, update
 
 from include.history import db
 from include.kafka.reader import Message
@@ -150,6 +150,16 @@ class RunHistory:
         if message is not None:
             row["message"] = message
         self.write(run=row)
+
+    def event_time_range(self) -> tuple[int | None, int | None]:
+        """The oldest and newest event time of this model's recorded mini-batches (for checkpoints older than the
+        ``coverage`` they now carry)."""
+        with self.sessions() as session:
+            low, high = session.execute(
+                select(func.min(db.BatchMetric.event_time_min), func.max(db.BatchMetric.event_time_max))
+                .where(db.BatchMetric.model_name == self.identity.model_name, db.BatchMetric.kind == "incremental")
+            ).one()
+        return low, high
 
     def close_stale_runs(self) -> None:
         """Mark this model's runs still 'running' as failed: they belong to crashed trainers.

@@ -116,7 +116,7 @@ class ReadTrainLoop:
         """One history row per mini-batch; next offsets and counters move past it."""
         progress, summary = self.progress, self.summary
         for batch, m in zip(self._pending, metrics):
-            progress.history.append(batch_row(self.identity, batch, m, seq=progress.records_total, index=summary.batches))
+            progress.add_batch(batch_row(self.identity, batch, m, seq=progress.records_total, index=summary.batches))
             for msg in batch:
                 if msg.offset + 1 > progress.next_offsets.get(msg.partition, -1):
                     progress.next_offsets[msg.partition] = msg.offset + 1

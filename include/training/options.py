@@ -34,6 +34,8 @@ class TrainOptions:
         seed: Seeds a new model's weights and the replay draws.
         drift: Reaction to a detected drift: ``none`` | ``shrink`` | ``retrain`` (detection always runs).
         drift_detector: ``ewma`` | ``page_hinkley`` (:data:`include.training.drift_detectors.DETECTORS`).
+        register: End a run that saved a checkpoint with a new model version (:mod:`include.training.versioning`),
+            and first register the newest checkpoint if a killed registering run left it without one.
     """
 
     model_name: str = "default"
@@ -50,6 +52,7 @@ class TrainOptions:
     seed: int = 0
     drift: str = "none"  # reaction to a detected drift: none | shrink | retrain (detection always runs)
     drift_detector: str = "ewma"  # ewma | page_hinkley (include.training.drift_detectors.DETECTORS)
+    register: bool = True
 
 
 @dataclass
@@ -72,6 +75,7 @@ class TrainSummary:
         window_accuracy: The last mini-batch's held-out window accuracy.
         prequential_accuracy: The last mini-batch's prequential accuracy (before training on it).
         drift_events: Drift detections during this run.
+        version: The model version this run registered (None: it made none, or did not register).
         seconds: The whole run, lock to summary.
         records_per_s: ``records / seconds``.
     """
@@ -91,6 +95,7 @@ class TrainSummary:
     window_accuracy: float | None = None
     prequential_accuracy: float | None = None
     drift_events: int = 0
+    version: int | None = None
     seconds: float = 0.0
     records_per_s: float = 0.0
 

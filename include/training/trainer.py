@@ -17,6 +17,8 @@ One run, in order (:meth:`Trainer.run` reads the same way):
    checkpoint record upserted, offsets committed to the group. A crash anywhere leaves the previous checkpoint or
    the new one; the next run continues from it, so every offset is trained exactly once and every mini-batch has
    exactly one history row.
+5. Register a model version (:mod:`include.training.versioning`) from the newest checkpoint the run saved, unless
+   ``TrainOptions.register`` is off. A run killed before that is caught up by the next run, right after step 2.
 
 Drift detection (:mod:`include.training.drift`) always runs on the prequential error of the mini-batches; its state
 travels in the checkpoint, so a resumed run continues the same statistics. ``TrainOptions.drift`` says how to react
@@ -33,7 +35,7 @@ import logging
 import time
 import uuid
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from include import faults
 from include.history import db
@@ -51,6 +53,7 @@ from include.training.loop import ReadTrainLoop
 from include.training.options import TrainerBusy, TrainOptions, TrainSummary
 from include.training.prefetch import Prefetch
 from include.training.resume import build_model_and_learner, finish_predecessor, resume_drift_monitor
+from include.training.versioning import catch_up, register_checkpoint
 
 # The public face of the training task: callers import these names from here.
 __all__ = ["Trainer", "TrainerBusy", "TrainOptions", "TrainSummary", "train"]
@@ -92,6 +95,7 @@ class Trainer:
             dag_id=dag_id, dag_run_id=dag_run_id,
         )
         self.history = RunHistory(db.session_factory(settings.db_url), self.identity)
+        self._trained: tuple[Any, Any, Durability] | None = None  # model, learner, durability once training began
 
     def run(self) -> TrainSummary:
         """Steps 1 to 4 of the module docstring; the run's summary."""
@@ -104,6 +108,8 @@ class Trainer:
             log.info("Kafka client configuration: %s", clients.describe())
             if loaded is not None:
                 finish_predecessor(loaded, clients, self.settings, self.history)
+                if self.options.register:
+                    catch_up(self.settings, self.options.model_name, loaded, self._restore)
             reader = self._bounded_reader(clients, loaded)
             try:
                 if loaded is None and not clients.topic_exists(self.settings.topic):
@@ -112,9 +118,26 @@ class Trainer:
                 summary = self._plan_and_train(reader, store, loaded, clients)
             finally:
                 reader.close()
+            self._register(summary)
         summary.seconds = time.perf_counter() - started
         summary.records_per_s = summary.records / summary.seconds if summary.seconds else 0.0
         return summary
+
+    def _restore(self, loaded: LoadedCheckpoint) -> tuple[Any, Any]:
+        """The model and learner of a checkpoint (for registering it when a killed run could not)."""
+        from include.training.model import configure_tensorflow
+
+        configure_tensorflow()
+        return build_model_and_learner(self.schema, self.settings, self.options, loaded)
+
+    def _register(self, summary: TrainSummary) -> None:
+        """Step 5: the newest checkpoint this run saved becomes a model version (see include.training.versioning)."""
+        if not self.options.register or self._trained is None or self._trained[2].saved is None:
+            return
+        model, learner, durability = self._trained
+        faults.reached("version_before_register")
+        summary.version = register_checkpoint(self.settings, self.options.model_name, model, learner,
+                                              durability.saved).version
 
     def _bounded_reader(self, clients: KafkaClients, loaded: LoadedCheckpoint | None) -> BoundedReader:
         """The reader at the checkpoint's offsets (none: the group's, else the earliest), on this run's limits."""
@@ -163,8 +186,7 @@ class Trainer:
         model, learner = build_model_and_learner(self.schema, self.settings, self.options, loaded)
         meta = loaded.meta if loaded is not None else {}
         drift = resume_drift_monitor(self.options, meta, learner)
-        progress = Progress(next_offsets=dict(plan.start), records_total=int(meta.get("records_total", 0)),
-                            durable_offsets=dict(plan.start))
+        progress = Progress.resumed(plan.start, meta, register=self.options.register, history=self.history)
         dead_letters = DeadLetters(clients, self.settings.dlq_topic, self.settings.topic)
         durability = Durability(store, self.history, reader, dead_letters, model=model, learner=learner, drift=drift,
                                 topic_id=plan.topic_id, expected_seq=int(meta["seq"]) if loaded is not None else None)
@@ -172,6 +194,7 @@ class Trainer:
                              durability=durability, progress=progress, summary=summary, identity=self.identity,
                              chunk_messages=self.settings.batch_messages * self.options.chunk_batches,
                              checkpoint_every_s=self.options.checkpoint_every_s)
+        self._trained = (model, learner, durability)
         source, batches = self._open_batches(clients, plan, reader)
         try:
             loop.run(batches)

@@ -1,7 +1,8 @@
 """Model accuracy: an Airflow 3 UI plugin for the streaming retraining project.
 
 A FastAPI app mounted at ``/model-accuracy`` (page, static files, JSON API; every route requires an
-authenticated Airflow user allowed to read DAG runs: see ``app.py``) and two external views that show it in
+authenticated Airflow user allowed to read DAG runs: see ``app.py``; its only writes, promote and rollback, also
+need permission to edit the training DAG and a same-origin request: see ``lifecycle_api.py``) and two external views that show it in
 the Airflow UI: a navigation entry, and a tab on every DAG run that opens that run's slice of the chart.
 
 Airflow loads this file as a plugin module by itself (``.airflowignore`` keeps it from loading ``app.py``

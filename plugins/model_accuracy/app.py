@@ -9,7 +9,9 @@ bad tokens 403. The dependency is set on the app, so no route can be added witho
 routes (which would not get it) are off, and static files are served by a route of this app, not by a
 ``StaticFiles`` mount (a mount would not get it either).
 
-The queries live in :mod:`include.monitoring`; this module only validates parameters and returns JSON.
+The queries live in :mod:`include.monitoring`; this module only validates parameters and returns JSON. The model
+lifecycle's routes (versions, alerts, and the only writes: promote and rollback, with their own authorization and
+forgery checks) are in :mod:`model_accuracy.lifecycle_api`.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from airflow.api_fastapi.core_api.security import requires_access_dag
 from include import monitoring
 from include.history.db import HistoryNotReady
 from include.settings import get_settings
+from model_accuracy.lifecycle_api import router as lifecycle_router
 
 HERE = Path(__file__).resolve().parent
 INDEX_HTML = HERE / "templates" / "index.html"
@@ -65,6 +68,9 @@ Offset = Annotated[int, Query(ge=0, le=10_000_000)]
 
 def _sessions():
     return monitoring.sessions_for(get_settings().db_url)
+
+
+app.include_router(lifecycle_router)
 
 
 @app.exception_handler(SQLAlchemyError)

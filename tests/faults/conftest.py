@@ -20,9 +20,10 @@ from tests.support import PROJECT, Broker
 ARTIFACT = PROJECT / "test-artifacts" / "faults.md"
 COLUMNS = ("fault", "runs", "rows produced", "rows in topic", "offsets trained", "duplicates", "losses", "result",
            "notes")
-# The table's order: process crashes, then the broker, storage, Kafka semantics, bad input, security.
-MODULE_ORDER = ("test_process_kills", "test_broker_faults", "test_storage_faults", "test_kafka_faults",
-                "test_bad_input", "test_security")
+# The table's order: process crashes (training, then the model lifecycle), then the broker, storage, Kafka
+# semantics, bad input, security.
+MODULE_ORDER = ("test_process_kills", "test_lifecycle_kills", "test_broker_faults", "test_storage_faults",
+                "test_kafka_faults", "test_bad_input", "test_security")
 
 
 @dataclass

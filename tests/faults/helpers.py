@@ -120,7 +120,7 @@ def train_in_process(env: Mapping[str, str], hooks: Mapping[str, Callable[[int],
     """One bounded training run in this process (same code path as the CLI), with optional stage hooks."""
     from include.training.trainer import TrainOptions, train
 
-    opts = {"chunk_batches": CHUNK_BATCHES, "checkpoint_every_s": 0.0, **options}
+    opts = {"chunk_batches": CHUNK_BATCHES, "checkpoint_every_s": 0.0, "register": False, **options}
     with stage_hooks(hooks or {}):
         return train(settings_for(env), TrainOptions(**opts))
 

@@ -9,22 +9,13 @@ Anonymous and forged-token requests to every plugin route are checked with httpx
 
 from __future__ import annotations
 
-import base64
-import itertools
-import json
-import os
-import shutil
-import signal
-import socket
-import subprocess
 import time
-import urllib.request
-from pathlib import Path
 from urllib.parse import quote
 
 import httpx
 import pytest
 
+from tests import ui_support
 from tests.history import write_history
 from tests.support import PROJECT, airflow_env, create_topic, run_airflow, unique
 
@@ -33,127 +24,17 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ARTIFACTS = PROJECT / "test-artifacts"
 USER, PASSWORD = "monitor", "pw-" + unique("x")
 PLUGIN_PATHS = ["/model-accuracy/", "/model-accuracy/static/chart.umd.min.js", "/model-accuracy/static/model_accuracy.js",
+                "/model-accuracy/static/lifecycle.js",
                 "/model-accuracy/static/model_accuracy.css", "/model-accuracy/static/icon.svg",
                 "/model-accuracy/api/models", "/model-accuracy/api/accuracy", "/model-accuracy/api/runs",
                 "/model-accuracy/api/ingest", "/model-accuracy/api/kafka",
-                "/model-accuracy/api/accuracy?dag_id=train_model&dag_run_id=x"]
+                "/model-accuracy/api/accuracy?dag_id=train_model&dag_run_id=x", "/model-accuracy/api/versions",
+                "/model-accuracy/api/alerts"]
 RUN_BATCHES = (400, 500, 600)
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Chromium over the DevTools protocol
-
-
-def chromium_binary() -> str | None:
-    """Chromium's path; installs the Debian packages (scripts/system_deps.sh) when it is missing."""
-    names = ("chromium", "chromium-browser", "google-chrome")
-    found = next((shutil.which(n) for n in names if shutil.which(n)), None)
-    if found is None:
-        subprocess.run(["bash", str(PROJECT / "scripts" / "system_deps.sh")], capture_output=True, timeout=900)
-        found = next((shutil.which(n) for n in names if shutil.which(n)), None)
-    return found
-
-
-class Browser:
-    """Just enough of a CDP client: navigate, evaluate, type, screenshot."""
-
-    def __init__(self, binary: str, profile: Path, width: int = 1440, height: int = 1000):
-        import websocket  # websocket-client
-
-        self.process = subprocess.Popen(
-            [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             "--disable-dev-shm-usage", "--hide-scrollbars", f"--user-data-dir={profile}",
-             "--remote-debugging-port=0", f"--window-size={width},{height}", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        )
-        port_file = profile / "DevToolsActivePort"
-        deadline = time.monotonic() + 30
-        while not (port_file.exists() and port_file.read_text().strip()):
-            if time.monotonic() > deadline or self.process.poll() is not None:
-                raise RuntimeError("Chromium did not open its DevTools port")
-            time.sleep(0.1)
-        port = int(port_file.read_text().splitlines()[0])
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as response:
-            page = next(t for t in json.load(response) if t["type"] == "page")
-        self.ws = websocket.create_connection(page["webSocketDebuggerUrl"], timeout=60, suppress_origin=True)
-        self.ids = itertools.count(1)
-        self.send("Page.enable")
-        self.send("Runtime.enable")
-        self.console: list[str] = []
-
-    def send(self, method: str, **params):
-        call_id = next(self.ids)
-        self.ws.send(json.dumps({"id": call_id, "method": method, "params": params}))
-        while True:
-            message = json.loads(self.ws.recv())
-            if message.get("method") == "Runtime.exceptionThrown":
-                self.console.append(json.dumps(message["params"]["exceptionDetails"])[:500])
-            if message.get("id") == call_id:
-                if "error" in message:
-                    raise RuntimeError(f"{method}: {message['error']}")
-                return message.get("result", {})
-
-    def evaluate(self, expression: str):
-        result = self.send("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
-        if "exceptionDetails" in result:
-            raise RuntimeError(f"{expression[:80]}: {result['exceptionDetails']}")
-        return result["result"].get("value")
-
-    def wait_for(self, expression: str, timeout: float = 60.0, what: str = ""):
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                value = self.evaluate(expression)
-            except RuntimeError:
-                value = None
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what or expression}; page errors: {self.console[-3:]}")
-            time.sleep(0.25)
-
-    def goto(self, url: str) -> None:
-        self.send("Page.navigate", url=url)
-        time.sleep(0.2)
-        self.wait_for("document.readyState === 'complete'", what=f"{url} to load")
-
-    def type_into(self, selector: str, text: str) -> None:
-        self.wait_for(f"!!document.querySelector({json.dumps(selector)})", what=selector)
-        self.evaluate(f"document.querySelector({json.dumps(selector)}).focus()")
-        self.send("Input.insertText", text=text)
-
-    def screenshot(self, path: Path, *, full_page: bool = False) -> Path:
-        params: dict = {"format": "png"}
-        if full_page:
-            width, height = self.evaluate(
-                "[document.documentElement.scrollWidth, document.documentElement.scrollHeight]")
-            params.update(captureBeyondViewport=True, clip={"x": 0, "y": 0, "width": width, "height": height, "scale": 1})
-        data = self.send("Page.captureScreenshot", **params)["data"]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(base64.b64decode(data))
-        return path
-
-    def close(self) -> None:
-        try:
-            self.send("Browser.close")
-        except Exception:  # noqa: BLE001 - closing anyway
-            pass
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
-
-
-# ---------------------------------------------------------------------------------------------------------
 # Fixtures: Kafka data with a known lag, history, the API server
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -192,67 +73,22 @@ def history(tmp_path_factory, kafka_state):
 @pytest.fixture(scope="module")
 def api_server(airflow_home, kafka_bootstrap, history, kafka_state, tmp_path_factory):
     """``airflow api-server`` on a free port with a test user; yields its base URL."""
-    root = tmp_path_factory.mktemp("api_server")
-    passwords = root / "passwords.json"
-    passwords.write_text(json.dumps({USER: PASSWORD}))
-    port = _free_port()
-    env = airflow_env(airflow_home, kafka_bootstrap, {
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USER}:viewer",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
-        "AIRFLOW__API__PORT": str(port),
-        "AIRFLOW__API__HOST": "127.0.0.1",
-        "RETRAIN_DB_URL": history.url,
-        "RETRAIN_TOPIC": kafka_state["topic"],
-        "RETRAIN_CONSUMER_GROUP": kafka_state["group"],
-    })
-    log_path = root / "api-server.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [str(Path(env["PATH"].split(os.pathsep)[0]) / "airflow"), "api-server", "--port", str(port),
-             "--host", "127.0.0.1"],
-            env=env, cwd=PROJECT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                if httpx.get(f"{url}/api/v2/monitor/health", timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail("api-server did not start:\n" + log_path.read_text()[-5000:])
-            time.sleep(1)
+    with ui_support.api_server(airflow_home, kafka_bootstrap, tmp_path_factory.mktemp("api_server"),
+                               {USER: ("viewer", PASSWORD)},
+                               {"RETRAIN_DB_URL": history.url, "RETRAIN_TOPIC": kafka_state["topic"],
+                                "RETRAIN_CONSUMER_GROUP": kafka_state["group"]}) as url:
         yield url
-    finally:
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
-        except ProcessLookupError:
-            pass
 
 
 @pytest.fixture(scope="module")
 def token(api_server) -> str:
-    response = httpx.post(f"{api_server}/auth/token", json={"username": USER, "password": PASSWORD}, timeout=30)
-    assert response.status_code == 201, response.text
-    return response.json()["access_token"]
+    return ui_support.token_for(api_server, USER, PASSWORD)
 
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    binary = chromium_binary()
-    if binary is None:
-        pytest.skip("Chromium is not installed and scripts/system_deps.sh could not install it")
-    chrome = Browser(binary, tmp_path_factory.mktemp("chromium-profile"))
-    try:
+    with ui_support.chromium(tmp_path_factory.mktemp("chromium-profile")) as chrome:
         yield chrome
-    finally:
-        chrome.close()
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -296,11 +132,7 @@ def test_airflow_lists_the_views_in_navigation_and_on_dag_runs(api_server, token
 
 
 def test_browser_logs_in_and_sees_the_chart(api_server, browser, history, kafka_state):
-    browser.goto(f"{api_server}/auth/login?next=/plugin/model-accuracy")
-    browser.type_into("input[name=username]", USER)
-    browser.type_into("input[name=password]", PASSWORD)
-    browser.evaluate("document.querySelector('button[type=submit]').click()")
-    browser.wait_for("location.pathname.endsWith('/plugin/model-accuracy')", what="redirect after login")
+    ui_support.log_in(browser, api_server, USER, PASSWORD, "/plugin/model-accuracy")
     # The page is embedded by Airflow's UI in an iframe (same origin), reached from its navigation.
     frame = "document.querySelector('iframe[src*=\"model-accuracy/\"]')"
     state = browser.wait_for(

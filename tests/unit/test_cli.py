@@ -10,7 +10,7 @@ import pytest
 
 from tests.support import PROJECT, process_env
 
-COMMANDS = ("ingest", "train", "baseline", "report", "generate", "demo")
+COMMANDS = ("ingest", "train", "baseline", "report", "generate", "demo", "models", "score")
 
 
 def cli(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -51,6 +51,7 @@ def test_generate_writes_files_and_sidecars(tmp_path):
     (("report", "--out", "x"), {"KAFKA_CONFIG_JSON": "{sasl"}, 2, ["KAFKA_CONFIG_JSON", "not valid JSON"]),
     (("ingest", "no/such/observations_2026-01-05.csv", "--schema", "nope"), {}, 2, ["schema 'nope' not found"]),
     (("generate", "--start", "2026-01-05", "--end", "Monday"), {}, 2, ["--end", "not a date"]),
+    (("score", "--partitions", "0,one"), {}, 2, ["--partitions", "not a comma-separated list"]),
 ])
 def test_a_mistake_is_one_line_that_says_what_to_do(tmp_path, args, env, code, words):
     result = cli(*args, env={"RETRAIN_STATE_DIR": str(tmp_path), **env})

@@ -12,7 +12,8 @@
     chart: null,
   };
   // Exposed for the browser test and for debugging in the console.
-  window.modelAccuracy = { ready: false, points: {}, runs: 0, totalBatches: 0, chart: null, error: null };
+  window.modelAccuracy = { ready: false, points: {}, runs: 0, totalBatches: 0, chart: null, error: null,
+    versions: null, alerts: null, promotions: 0, versionLines: {}, lastAction: null };
 
   const COLORS = {
     window_accuracy: ["#1f6fb5", "#7fb0dd"],
@@ -21,6 +22,10 @@
     bayes: "#6b7280",
     drift: "#d62728",
     boundary: "#94a3b8",
+    promotion: "#16a34a",
+    rollback: "#9333ea",
+    champion: "#1e40af",
+    candidate: "#c2410c",
   };
   const LABELS = { window_accuracy: "Window accuracy", prequential_accuracy: "Prequential accuracy" };
   const numberFormat = new Intl.NumberFormat("en-US");
@@ -129,6 +134,13 @@
     if (curve.bayes_accuracy !== null && curve.bayes_accuracy !== undefined) {
       flat("Bayes-optimal", curve.bayes_accuracy, COLORS.bayes, [2, 3], "bayes");
     }
+    // The champion's and the latest candidate's accuracy (the gate's pair when it judged them on the same rows).
+    const lines = curve.version_accuracy || {};
+    if (lines.champion) flat(`Champion v${lines.champion.version}`, lines.champion.accuracy, COLORS.champion, [], "champion");
+    if (lines.candidate) {
+      flat(`Latest candidate v${lines.candidate.version} (${lines.candidate.status})`, lines.candidate.accuracy,
+        COLORS.candidate, [8, 3], "candidate");
+    }
     // Round the y range to whole ticks, so the vertical markers span the plot and the axis ends on a label.
     const step = yMax - yMin > 0.2 ? 0.05 : 0.01;
     const pad = Math.max(0.005, (yMax - yMin) * 0.03);
@@ -145,6 +157,17 @@
         parsing: false, spanGaps: false, borderColor: COLORS.drift, backgroundColor: COLORS.drift,
         borderWidth: 1, borderDash: [4, 3], pointStyle: "triangle", clip: false,
         pointRadius: (ctx) => (ctx.dataIndex % 3 === 1 ? 5 : 0), pointHoverRadius: 6,
+      });
+    }
+    const switches = (curve.promotions || []).filter((p) => p.x >= xMin && p.x <= xMax);
+    for (const [action, label, color] of [["promoted", "Promotions", COLORS.promotion], ["rolled_back", "Rollbacks", COLORS.rollback]]) {
+      const marks = switches.filter((p) => p.action === action);
+      if (!marks.length) continue;
+      datasets.push({
+        label: `${label} (${marks.length})`, kind: "promotion",
+        data: verticals(marks.map((p) => p.x), marks.map((p) => ({ promotion: p }))),
+        parsing: false, spanGaps: false, borderColor: color, backgroundColor: color, borderWidth: 1.5,
+        pointStyle: "rectRot", clip: false, pointRadius: (ctx) => (ctx.dataIndex % 3 === 1 ? 5 : 0), pointHoverRadius: 6,
       });
     }
     if (curve.runs.length > 1) {
@@ -180,10 +203,15 @@
         plugins: {
           legend: { position: "bottom", labels: { boxWidth: 14, boxHeight: 2 } },
           tooltip: {
-            filter: (item) => item.dataset.kind === "series" || (item.dataset.kind === "drift" && item.raw.drift),
+            filter: (item) => item.dataset.kind === "series" || (item.dataset.kind === "drift" && item.raw.drift)
+              || (item.dataset.kind === "promotion" && item.raw.promotion),
             callbacks: {
               title: (items) => (items.length ? fmtXLong(items[0].raw.x) : ""),
               label: (item) => {
+                if (item.dataset.kind === "promotion") {
+                  const p = item.raw.promotion;
+                  return `${p.action === "promoted" ? "promoted" : "rolled back to"} v${p.version} by ${p.actor} at ${fmtIso(p.at)}: ${p.reason || ""}`;
+                }
                 if (item.dataset.kind === "drift") {
                   const d = item.raw.drift;
                   const acc = d.accuracy_after === null ? "" : `, accuracy ${fmtNum(d.accuracy_before, 3)} → ${fmtNum(d.accuracy_after, 3)}`;
@@ -229,6 +257,9 @@
     Object.assign(window.modelAccuracy, {
       points, runs: curve.runs.length, totalBatches: curve.total_batches,
       driftEvents: curve.drift_events.length, baseline: curve.baseline, bayes: curve.bayes_accuracy,
+      promotions: state.chart.data.datasets.filter((d) => d.kind === "promotion")
+        .reduce((n, d) => n + d.data.filter((p) => p.promotion && p.y !== null).length / 2, 0),
+      versionLines: curve.version_accuracy || {},
       rendered: state.chart.data.datasets.filter((d) => d.kind === "series")
         .reduce((n, d) => n + d.data.length, 0),
     });
@@ -310,6 +341,10 @@
     if (data.total > data.files.length) box.append(el("p", { class: "muted" }, `Newest ${data.files.length} of ${fmtNum(data.total)} files shown.`));
   }
 
+  // The parts other scripts of the page build on (lifecycle.js): they add loaders run by loadAll, and setups.
+  const page = { el, getJSON, badge, fmtIso, fmtNum, fail, state, loadAll: () => loadAll(), loaders: [], setups: [] };
+  window.modelAccuracyPage = page;
+
   // ---------------------------------------------------------------------------------------- page
   async function loadModels() {
     const select = document.getElementById("model");
@@ -346,6 +381,7 @@
       loadChart().catch((e) => fail("summary", e)),
       loadRuns().catch((e) => fail("runs-more", e)),
       loadIngest().catch((e) => fail("ingest", e)),
+      ...page.loaders.map(([load, where]) => load().catch((e) => fail(where, e))),
     ]);
     window.modelAccuracy.ready = true;
     document.body.dataset.ready = "1";
@@ -363,6 +399,7 @@
       loadChart().catch((err) => fail("summary", err));
     });
     document.getElementById("refresh").addEventListener("click", () => loadAll());
+    for (const setup of page.setups) setup();
     loadAll();
   });
 })();

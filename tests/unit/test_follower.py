@@ -6,8 +6,8 @@ import time
 import weakref
 from dataclasses import dataclass
 
-from include.serving import champion
-from include.serving.champion import ChampionFollower
+from include.serving import follower as champion_follower
+from include.serving.follower import ChampionFollower
 
 
 @dataclass
@@ -105,7 +105,7 @@ class _Cyclic:
 
 
 def test_the_replaced_model_is_collected_by_the_following_thread(monkeypatch):
-    monkeypatch.setattr(champion, "COLLECT_AFTER_S", 0.0)
+    monkeypatch.setattr(champion_follower, "COLLECT_AFTER_S", 0.0)
     registry = _Registry()
     registry.pointer = 1
     follower = ChampionFollower(registry, "m", interval_s=0.01, loader=lambda _r, _n, v: _Cyclic(v))
