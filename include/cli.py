@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from datetime import date
 from enum import Enum
@@ -41,7 +42,8 @@ Reader = _choices("Reader", "confluent", "tfio")
 DriftReaction = _choices("DriftReaction", "none", "shrink", "retrain")
 DriftDetector = _choices("DriftDetector", "ewma", "page_hinkley")
 XAxis = _choices("XAxis", "records", "event_time")
-DemoStep = _choices("DemoStep", "prepare", "wait", "table")
+DemoStep = _choices("DemoStep", "prepare", "wait", "table", "scoring")
+OutputFormat = _choices("OutputFormat", "csv", "jsonl")
 
 
 @app.callback()
@@ -57,16 +59,20 @@ def _known_errors() -> dict[type[BaseException], int]:
     from confluent_kafka import KafkaException
     from sqlalchemy.exc import SQLAlchemyError
 
+    from include.history.db import HistoryNotReady
     from include.ingest.errors import IngestError
+    from include.ingest.validate import HeaderError
     from include.kafka.clients import KafkaConfigError
     from include.kafka.reader import OffsetError
     from include.lifecycle.registry import LifecycleError
     from include.schema import SchemaError
+    from include.serving.predict import PredictInputError
     from include.settings import SettingsError
     from include.training.trainer import TrainerBusy
 
     return {SettingsError: 2, SchemaError: 2, KafkaConfigError: 2, FileNotFoundError: 2, IngestError: 1,
-            TrainerBusy: 3, OffsetError: 4, KafkaException: 5, SQLAlchemyError: 5, LifecycleError: 6}
+            TrainerBusy: 3, OffsetError: 4, KafkaException: 5, SQLAlchemyError: 5, LifecycleError: 6,
+            HistoryNotReady: 2, PredictInputError: 2, HeaderError: 2}
 
 
 def _run(work: Callable[[], Any]) -> Any:
@@ -273,7 +279,8 @@ def generate(
 @app.command(short_help="the main job behind `make run`")
 def demo(
     step: Annotated[DemoStep, typer.Argument(help="prepare: demo data and the backfill (scheduler stopped); wait: "
-                                                  "until the runs are done, then the table; table: only the table")],
+                                                  "until the runs are done, then the table; table: only the table; "
+                                                  "scoring: how to score rows with the champion")],
     start: Annotated[str, typer.Option(help="the demo's first day, YYYY-MM-DD")] = "2026-01-05",
     weeks: Annotated[int, typer.Option(min=1)] = 4,
     drift_week: Annotated[int, typer.Option(min=0, help="the week the rule changes (0: no drift)")] = 3,
@@ -286,6 +293,62 @@ def demo(
 
         typer.echo(run_step(step.value, _settings(), start=_date(start, "--start"), weeks=weeks,
                             drift_week=drift_week or None, timeout_s=timeout_s), nl=False)
+
+    _run(work)
+
+
+@app.command(short_help="score a CSV file (or stdin) with the champion or a version")
+def predict(
+    file: Annotated[str, typer.Argument(help="CSV in the schema's layout, the label column optional; - for stdin")] = "-",
+    model_name: ModelOpt = "default",
+    version: Annotated[Optional[int], typer.Option(min=1, help="this version instead of the champion")] = None,
+    fmt: Annotated[OutputFormat, typer.Option("--format", help="how scored rows are written")] = OutputFormat.csv,
+    output: Annotated[Optional[Path], typer.Option(help="write scored rows here instead of stdout")] = None,
+    errors: Annotated[Optional[Path], typer.Option(help="write refused rows here instead of stderr")] = None,
+    schema: SchemaOpt = None,
+    db_url: DbUrlOpt = None,
+) -> None:
+    """Score every row ingest would accept; report every row it would refuse (JSON lines, ingest's reasons).
+
+    Exit code 0 when every row was scored, 1 when some were refused (the last line on stderr is the summary), 2 for
+    input that is not the schema's layout, 6 when there is no such version or no champion.
+    """
+
+    def work() -> None:
+        from include.serving.predict import run_predict
+
+        try:
+            summary = run_predict(_settings(schema_name=schema, db_url=db_url), file, model_name=model_name,
+                                  version=version, fmt=fmt.value, output=output, errors_path=errors,
+                                  stdin=sys.stdin.buffer, stdout=sys.stdout, stderr=sys.stderr)
+            sys.stdout.flush()
+        except BrokenPipeError:  # the reader stopped early (`| head`): stop quietly, as Unix tools do
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(0) from None
+        typer.echo(summary.line(), err=True)
+        if summary.refused:
+            raise typer.Exit(1)
+
+    _run(work)
+
+
+@app.command(short_help="the HTTP scorer (TensorFlow Serving's REST API), following the champion")
+def serve(
+    model_name: Annotated[Optional[list[str]], typer.Option(help="model name to serve (repeat for more)")] = None,
+    host: Annotated[Optional[str], typer.Option(help="default RETRAIN_SERVE_HOST")] = None,
+    port: Annotated[Optional[int], typer.Option(min=1, max=65535, help="default RETRAIN_SERVE_PORT")] = None,
+    poll_s: Annotated[float, typer.Option(min=0.01, help="how often the champion pointer is read")] = 0.2,
+    access_log: Annotated[bool, typer.Option(help="log every request")] = False,
+    schema: SchemaOpt = None,
+    db_url: DbUrlOpt = None,
+) -> None:
+    """Serve POST /v1/models/<name>:predict and the model status until SIGTERM; promotions are picked up live."""
+
+    def work() -> None:
+        from include.serving.http import run_server
+
+        run_server(_settings(schema_name=schema, db_url=db_url), model_name or ["default"], host=host, port=port,
+                   interval_s=poll_s, access_log=access_log)
 
     _run(work)
 

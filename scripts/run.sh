@@ -2,7 +2,8 @@
 # `make run`: start the Kafka broker and Airflow (standalone) with this project's DAGs and plugins, generate
 # four weeks of demo data with drift in week 3 (unless the landing folder has data), backfill those weeks
 # through the DAGs (training follows on the Asset events), leave the schedule running, and print where the UI
-# is, how to log in, and an accuracy table. Idempotent: a second run reuses what exists and ingests nothing twice.
+# is, how to log in, an accuracy table, and how to score rows with the champion (predict, serve + curl).
+# Idempotent: a second run reuses what exists and ingests nothing twice.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source infra/airflow/env.sh
@@ -10,11 +11,13 @@ infra/kafka/kafka.sh start >/dev/null
 # The backfill is created while the scheduler is stopped: on SQLite a CLI backfill racing the scheduler can fail.
 scripts/airflow.sh stop >/dev/null
 mkdir -p "$AIRFLOW_HOME" && airflow db migrate >"$AIRFLOW_HOME/migrate.log" 2>&1
-python -m include.demo.main_job prepare "$@"
+python -m include demo prepare "$@"
 scripts/airflow.sh start
-python -m include.demo.main_job wait "$@"
+python -m include demo wait "$@"
 echo
 echo "Kafka:      $KAFKA_BOOTSTRAP_SERVERS"
 echo "Airflow UI: $(scripts/airflow.sh url)   (model accuracy: "Accuracy" in the navigation)"
 echo "Login:      $(scripts/airflow.sh login)"
 echo "Stop with:  make stop"
+echo
+python -m include demo scoring

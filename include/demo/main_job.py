@@ -144,14 +144,53 @@ def accuracy_table(settings: Settings, model_name: str = "default") -> str:
     return "\n".join(lines)
 
 
+def scoring_lines(settings: Settings, model_name: str = "default") -> str:
+    """How to score a row with the champion: ``predict`` on the newest landing file and ``serve`` + curl."""
+    import json
+
+    from include.history.db import HistoryNotReady
+    from include.lifecycle.registry import Registry
+
+    try:
+        version = Registry(settings, migrate=False).champion_version(model_name)
+    except HistoryNotReady:
+        version = None
+    landing = Path(settings.landing_dir)
+    files = sorted(landing.glob("observations_*.csv")) if landing.exists() else []
+    example = str(files[-1]) if files else "observations.csv"
+    instance = _example_instance(files[-1], settings) if files else {}
+    url = f"http://{settings.serve_host}:{settings.serve_port}/v1/models/{model_name}:predict"
+    champion = (f"model {model_name!r}, version {version}" if version is not None
+                else f"model {model_name!r} has none yet (a version is registered when training finishes)")
+    return "\n".join([
+        f"Champion:   {champion}",
+        f"Score rows: python -m include predict {example} --output scored.csv   (or --format jsonl, stdin: -)",
+        "Serve:      python -m include serve   (TF Serving's REST API; follows promotions and rollbacks)",
+        f"            curl -s {url} -d '{json.dumps({'instances': [instance]})}'",
+    ]) + "\n"
+
+
+def _example_instance(path: Path, settings: Settings) -> dict:
+    """The file's first row as a request (label left out, numbers as numbers)."""
+    from include.schema import load_schema
+
+    with path.open(encoding="utf-8") as lines:
+        names, row = next(lines).strip().split(","), next(lines, "").strip().split(",")
+    out = {name: int(value) if value.isdigit() else value for name, value in zip(names, row)}
+    out.pop(load_schema(settings.schema_name).label, None)
+    return out
+
+
 def run_step(step: str, settings: Settings, *, start: date = DEMO_START, weeks: int = DEMO_WEEKS,
              drift_week: int | None = DEMO_DRIFT_WEEK, timeout_s: float = 1800) -> str:
     """One step of the main job; returns what to print.
 
     Args:
         step: ``prepare`` (demo data and the backfill; the scheduler must be stopped), ``wait`` (until the runs are
-            done, then the table) or ``table`` (only the table).
+            done, then the table), ``table`` (only the table) or ``scoring`` (how to score rows with the champion).
     """
+    if step == "scoring":
+        return scoring_lines(settings)
     if step == "prepare":
         ensure_demo_data(settings, start, weeks, drift_week)
         backfill(start, start + timedelta(days=7 * weeks - 1))
@@ -159,5 +198,5 @@ def run_step(step: str, settings: Settings, *, start: date = DEMO_START, weeks: 
     if step == "wait":
         wait_until_idle((INGEST_DAG, TRAIN_DAG), timeout_s)
     elif step != "table":
-        raise ValueError(f"unknown step {step!r}: prepare, wait or table")
+        raise ValueError(f"unknown step {step!r}: prepare, wait, table or scoring")
     return accuracy_table(settings) + "\n"

@@ -41,3 +41,7 @@ class LoadedModel:
             x = np.concatenate([x, np.zeros((padded - n, x.shape[1]), np.float32)])
         out = self._fn(np.asarray(x, dtype=np.float32)).numpy().reshape(-1)[:n]
         return out.astype(np.float64)
+
+    def warm_up(self) -> None:
+        """Trace and run the function once, so the first request it answers is as fast as the rest."""
+        self.predict(np.zeros((1, self.width), dtype=np.float32))
