@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"blog file: {rows:,} records in {blog}", flush=True)
         blog_runs = []
         for mode, reaction, seed in ([("replay", "none", s) for s in range(args.seeds)]
-                                     + [("replay", "shrink", 0), ("replay", "retrain", 0), ("seed", "none", 0)]):
+                                     + [("replay", "shrink", 0), ("replay", "retrain", 0), ("single_pass", "none", 0)]):
             name = f"blog-{mode}-{reaction}-{seed}"
             run = train_run(env, blog, "blog_drift", name, mode=mode, drift=reaction, seed=seed)
             blog_runs.append((mode, reaction, seed, run))
@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         gd = env.topic("gen-drift")
         gd_rows = env.ingest(gd, "drone", paths)
         gen_runs = []
-        for mode, reaction in (("replay", "none"), ("replay", "shrink"), ("seed", "none")):
+        for mode, reaction in (("replay", "none"), ("replay", "shrink"), ("single_pass", "none")):
             run = train_run(env, gd, "drone", f"gen-drift-{mode}-{reaction}", mode=mode, drift=reaction)
             gen_runs.append((mode, reaction, run))
             print(f"  generated with drift, {mode} {reaction}: before {_f(window_at(run, drift_start))}, end "
@@ -288,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         nd = env.topic("gen-stable")
         nd_rows = env.ingest(nd, "drone", nd_paths)
         inc = train_run(env, nd, "drone", "gen-stable", mode="replay")
-        inc_seed = train_run(env, nd, "drone", "gen-stable-seed", mode="seed")
+        inc_seed = train_run(env, nd, "drone", "gen-stable-single-pass", mode="single_pass")
         from include.training.baseline import train_baseline
 
         base = train_baseline(env.settings(nd, "drone", "gen-stable"), model_name="gen-stable",

@@ -87,7 +87,7 @@ def generated_streams(work: Path, quick: bool) -> list[Stream]:
             lines = [line for p in paths for line in p.read_bytes().splitlines()[1:] if line]
             change = drift_day * 24 * shops + first_drifted_row(gseed, shops) if drift else None
             name = f"generated: {shops} shops, noise {noise:.2f}, {days} days, seed {gseed}"
-            for mode in ("seed", "replay"):
+            for mode in ("single_pass", "replay"):
                 errors, rows = learner_stream(schema, lines, mode)
                 out.append(Stream(name + (", drift" if drift else ""), mode, errors, rows, change))
                 print(f"  {out[-1].data} [{mode}]: {len(errors)} mini-batches", flush=True)
@@ -100,7 +100,7 @@ def blog_streams(path: Path, quick: bool) -> list[Stream]:
     schema = load_schema("blog_drift")
     lines = blog_rows(path)  # line 5,601 has 13 fields and is left out: week 2 starts at record 5,600
     out = []
-    for mode in ("seed", "replay"):
+    for mode in ("single_pass", "replay"):
         for seed in range(1 if quick else 3):
             errors, rows = learner_stream(schema, lines, mode, seed)
             out.append(Stream(f"the author's file, model seed {seed}, drift", mode, errors, rows, BLOG_WEEK))
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---|" + "---:|---:|" * len(DETECTORS),
     ]
     totals = {d: {"false": 0, "within": 0, "late": 0, "missed": 0} for d in DETECTORS}
-    by_mode = {(d, mode): [0, 0] for d in DETECTORS for mode in ("seed", "replay")}  # [found within, drifts]
+    by_mode = {(d, mode): [0, 0] for d in DETECTORS for mode in ("single_pass", "replay")}  # [found within, drifts]
     for i, s in enumerate(streams):
         cells = []
         for d in DETECTORS:

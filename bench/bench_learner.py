@@ -67,7 +67,7 @@ def main() -> None:
     big_y = np.concatenate([y] * reps)[: args.rows]
 
     speeds = {}
-    for mode in ("seed", "replay"):
+    for mode in ("single_pass", "replay"):
         cfg = LearnerConfig(mode=mode)
         learner = IncrementalLearner(build_model(schema, seed=0), cfg)
         _, compile_s = _timed(lambda: learner.process(big_x[:100], big_y[:100]))

@@ -121,7 +121,7 @@ def run_trainer(bootstrap: str, topic: str, state: Path, *args: str, rss: bool =
     import psutil
 
     started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "include", "train", "--mode", "seed", "--model-name", "bench",
+    proc = subprocess.Popen([sys.executable, "-m", "include", "train", "--mode", "single_pass", "--model-name", "bench",
                              "--no-register", *args],
                             env=trainer_env(bootstrap, topic, state), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)

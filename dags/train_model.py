@@ -8,8 +8,8 @@ window of the latest 1,000 rows), and stops at the end offsets it saw at start, 
 accuracy) is logged every few seconds; accuracy history goes to the project database
 (`training_runs`, `batch_metrics`, `checkpoints`), shown on the **Model accuracy** page.
 
-Params: `mode` (`seed`, the blog's single pass, or `replay`, which learns from a bounded buffer of recent rows
-and is the one to use for accuracy), `drift` (what to do when drift is detected: `none`, `shrink`, `retrain`)
+Params: `mode` (`replay`, which learns from a bounded buffer of recent rows, or `single_pass`, the blog's loop;
+empty keeps the model's own mode, and a new model gets `replay`), `drift` (what to do when drift is detected: `none`, `shrink`, `retrain`)
 and `drift_detector` (`ewma`, the default, or `page_hinkley`). Detected drifts are recorded in `drift_events`.
 
 After training, the **promotion gate** (`evaluate`, a branch) judges the previous run's candidate version against
@@ -54,7 +54,9 @@ ALERT_NOTIFIERS = [EmailDigestNotifier()]
     tags=["retrain", "training", "kafka"],
     default_args={"retries": 2, "retry_delay": timedelta(seconds=30)},
     params={
-        "mode": Param("seed", enum=["seed", "replay"], description="seed: the blog's loop; replay: bounded replay buffer"),
+        "mode": Param(None, type=["null", "string"], enum=[None, "replay", "single_pass"],
+                      description="replay: learns from a buffer of recent rows; single_pass: the blog's loop. "
+                                  "Empty: the model's own mode (replay for a new model)"),
         "reader": Param("confluent", enum=["confluent", "tfio"]),
         "max_records": Param(None, type=["null", "integer"], minimum=1),
         "max_seconds": Param(None, type=["null", "number"], minimum=1),

@@ -37,7 +37,7 @@ def _choices(name: str, *values: str) -> type[Enum]:
     return Enum(name, {value: value for value in values}, type=str)  # type: ignore[return-value]
 
 
-Mode = _choices("Mode", "seed", "replay")
+Mode = _choices("Mode", "replay", "single_pass")
 Reader = _choices("Reader", "confluent", "tfio")
 DriftReaction = _choices("DriftReaction", "none", "shrink", "retrain")
 DriftDetector = _choices("DriftDetector", "ewma", "page_hinkley")
@@ -143,7 +143,9 @@ def train(
     topic: TopicOpt = None,
     schema: SchemaOpt = None,
     model_name: ModelOpt = "default",
-    mode: Annotated[Mode, typer.Option(help="seed: the blog's single pass; replay: learns from recent rows")] = Mode.seed,
+    mode: Annotated[Optional[Mode], typer.Option(
+        help="replay: learns from a buffer of recent rows; single_pass: the blog's loop (each row once). "
+             "Default: the model's own mode; replay for a new model")] = None,
     reader: Annotated[Reader, typer.Option(help="confluent (explicit offsets) or tfio (the blog's reader)")] = Reader.confluent,
     max_records: Annotated[Optional[int], typer.Option(min=1, help="stop after this many records")] = None,
     max_seconds: Annotated[Optional[float], typer.Option(min=0.001, help="stop after this long")] = None,
@@ -161,7 +163,7 @@ def train(
         from include.training.trainer import TrainOptions, train as run_training
 
         settings = _settings(topic=topic, schema_name=schema, stream_timeout_s=stream_timeout_s, db_url=db_url)
-        options = TrainOptions(model_name=model_name, mode=mode.value, reader=reader.value, max_records=max_records,
+        options = TrainOptions(model_name=model_name, mode=mode.value if mode else None, reader=reader.value, max_records=max_records,
                                max_seconds=max_seconds, checkpoint_every_s=checkpoint_every_s,
                                chunk_batches=chunk_batches, drift=drift.value, drift_detector=drift_detector.value,
                                register=register)

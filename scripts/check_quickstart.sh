@@ -18,6 +18,8 @@ grep -q "ingested files: 28, rows: 67200" first.log
 grep -Eq "^\| 2026-W0[2-5] \| 16800 \|" first.log
 grep -q "^Champion:   model 'default'" first.log
 grep -q "curl -s http://127.0.0.1:8501/v1/models/default:predict" first.log
+# The default mode learns: the drift of week 3 (ISO week 4) is detected and shown in its week's row.
+grep -Eq "^\| 2026-W04 \|.*\| [1-9][0-9]* \(\+[0-9]+ records after the change" first.log
 make run | tee second.log
 grep -q "ingested files: 28, rows: 67200" second.log
 diff <(grep '^| 2026' first.log) <(grep '^| 2026' second.log)

@@ -106,11 +106,20 @@ def backfill(from_date: date, to_date: date, *, reprocess: str = "none") -> None
     log.info("backfill %s..%s: %s", from_date, to_date, text.splitlines()[-1] if text else "")
 
 
-def accuracy_table(settings: Settings, model_name: str = "default") -> str:
-    """Per ISO week of event time: records trained, mean prequential accuracy, last window accuracy (markdown)."""
+def accuracy_table(settings: Settings, model_name: str = "default", *, ceiling: bool = True) -> str:
+    """Per ISO week of event time (markdown): records trained, mean prequential accuracy, the window accuracy at the
+    week's end beside the week's batch ceiling and Bayes-optimal accuracy, and the drift events of the week (with how
+    many records after the generator's rule changed each was raised).
+
+    Args:
+        settings: Project settings (the history database; the topic, for the ceiling and the sidecars).
+        model_name: The model whose history is shown.
+        ceiling: Train the per-week batch ceilings (:mod:`include.training.ceiling`; reads the topic, ~5 s a week).
+    """
     from sqlalchemy import select
 
     from include.history import db
+    from include.monitoring.bayes import concept_changes, landed_files
 
     sessions = db.session_factory(settings.db_url)
     with sessions() as session:
@@ -120,28 +129,83 @@ def accuracy_table(settings: Settings, model_name: str = "default") -> str:
             .where(db.BatchMetric.model_name == model_name, db.BatchMetric.kind == "incremental")
             .order_by(db.BatchMetric.seq)
         ).all()
+        drifts = session.execute(select(db.DriftEvent.event_time, db.DriftEvent.seq, db.BatchMetric.n)
+                                 .join(db.BatchMetric, (db.BatchMetric.model_name == db.DriftEvent.model_name)
+                                       & (db.BatchMetric.batch_key == db.DriftEvent.batch_key))
+                                 .where(db.DriftEvent.model_name == model_name)
+                                 .order_by(db.DriftEvent.seq)).all()
         ingested = session.execute(select(db.IngestedFile.status, db.IngestedFile.rows_valid)).all()
+        files = landed_files(session, settings.topic) or []
+    weeks = _weekly_accuracy(rows)
+    bayes = _weekly_bayes(files)
+    changes = concept_changes(files)
+    ceilings = _ceilings(settings) if ceiling and weeks else {}
+    lines = ["| week | records | mean prequential accuracy | window accuracy at end | batch ceiling | Bayes-optimal "
+             "| drift events |", "|---|---:|---:|---:|---:|---:|---|"]
+    for key, w in weeks.items():
+        events = [(seq + n) for t, seq, n in drifts if t is not None and _week(t) == key]
+        lines.append(f"| {key} | {w['records']} | {w['preq'] / max(w['batches'], 1):.3f} | {_num(w['window'])} | "
+                     f"{_num(ceilings.get(key, {}).get('accuracy'))} | {_num(bayes.get(key))} | "
+                     f"{_drift_cell(events, changes)} |")
+    committed = [r for r in ingested if r.status == "committed"]
+    lines.append("")
+    lines.append(f"ingested files: {len(committed)}, rows: {sum(r.rows_valid for r in committed)}")
+    for records, day in changes:
+        lines.append(f"the generator's rule changes on {day}, after {records} records")
+    return "\n".join(lines)
+
+
+def _week(epoch_ms: int) -> str:
+    iso = (date(1970, 1, 1) + timedelta(milliseconds=int(epoch_ms))).isocalendar()
+    return f"{iso.year}-W{iso.week:02d}"
+
+
+def _weekly_accuracy(rows) -> dict[str, dict]:  # noqa: ANN001 - rows of (event_time_min, n, window, prequential)
     weeks: dict[str, dict] = {}
     for t, n, win, preq in rows:
-        if t is None:
-            key = "(no event time)"
-        else:
-            d = date(1970, 1, 1) + timedelta(milliseconds=t)
-            iso = d.isocalendar()
-            key = f"{iso.year}-W{iso.week:02d}"
+        key = "(no event time)" if t is None else _week(t)
         w = weeks.setdefault(key, {"records": 0, "batches": 0, "preq": 0.0, "window": None})
         w["records"] += n
         w["batches"] += 1
         w["preq"] += preq or 0.0
         w["window"] = win
-    lines = ["| week | records | mean prequential accuracy | window accuracy at end |", "|---|---:|---:|---:|"]
-    for key, w in weeks.items():
-        lines.append(f"| {key} | {w['records']} | {w['preq'] / max(w['batches'], 1):.3f} | "
-                     f"{(w['window'] if w['window'] is not None else float('nan')):.3f} |")
-    committed = [r for r in ingested if r.status == "committed"]
-    lines.append("")
-    lines.append(f"ingested files: {len(committed)}, rows: {sum(r.rows_valid for r in committed)}")
-    return "\n".join(lines)
+    return weeks
+
+
+def _weekly_bayes(files) -> dict[str, float]:  # noqa: ANN001 - LandedFile list
+    sums: dict[str, list[float]] = {}
+    for f in files:
+        if f.file_date:
+            acc = sums.setdefault(_week(int((date.fromisoformat(f.file_date) - date(1970, 1, 1)).total_seconds()
+                                            * 1000)), [0.0, 0.0])
+            acc[0] += f.rows * f.bayes_accuracy
+            acc[1] += f.rows
+    return {k: v[0] / v[1] for k, v in sums.items() if v[1]}
+
+
+def _ceilings(settings: Settings) -> dict[str, dict]:
+    from include.training.ceiling import weekly_ceilings
+
+    try:
+        return weekly_ceilings(settings)
+    except Exception as exc:  # noqa: BLE001 - the table is still worth printing without the ceiling column
+        log.warning("batch ceilings not computed: %s", exc)
+        return {}
+
+
+def _num(value: float | None) -> str:
+    return f"{value:.3f}" if value is not None else "-"
+
+
+def _drift_cell(at_records: list[int], changes: list[tuple[int, str | None]]) -> str:
+    """``N``, and for each event the records since the last rule change before it (``+900 after the change``)."""
+    if not at_records:
+        return "0"
+    parts = []
+    for records in at_records:
+        before = [c for c, _ in changes if c <= records]
+        parts.append(f"+{records - before[-1]} records after the change" if before else f"at record {records}")
+    return f"{len(at_records)} ({'; '.join(parts)})"
 
 
 def scoring_lines(settings: Settings, model_name: str = "default") -> str:

@@ -7,14 +7,14 @@ watches that stream for a *sustained rise* of the error, i.e. a drop of accuracy
 mini-batch: an exponentially weighted moving average of the error is compared with the median and spread of the
 errors over the preceding ~100 mini-batches. Learning from scratch lowers the error, which it never reports.
 :class:`PageHinkley` (a cumulative test) is the alternative, kept for comparison: it is as quick on the author's
-file but adds up the long same-signed swings of a daily cycle and fires on them (in seed mode about once every three
+file but adds up the long same-signed swings of a daily cycle and fires on them (in single-pass mode about once every three
 days on generated data without drift).
 
 (ADWIN was tried on the same per-mini-batch streams and left out: with the per-row variance its bound is fooled
 by a single bad mini-batch and by the hour-of-day pattern of a good model's errors; with per-mini-batch values
 its range term needs 10-40 mini-batches of evidence.)
 
-What the detector cannot tell: the single-pass ``seed`` mode never learns some of the busy hours, so its error
+What the detector cannot tell: the ``single_pass`` mode never learns some of the busy hours, so its error
 swings every day and a drift in those hours barely moves it; the chart's reference spread absorbs the swings, and
 a drift is found only when it shows above them (on the author's file 500-600 rows after the change; on generated
 data with drift usually not at all). ``replay`` mode, which learns the rule, shows a drift plainly.

@@ -145,7 +145,7 @@ class IncrementalLearner:
         return self._win_x.numpy()[order], self._win_y.numpy()[order]
 
     def replay_rows(self) -> tuple[np.ndarray, np.ndarray]:
-        """The replay buffer's rows, oldest first (empty in seed mode)."""
+        """The replay buffer's rows, oldest first (empty in single-pass mode)."""
         count, pos = int(self._rep_count.numpy()), int(self._rep_pos.numpy())
         size = int(self._rep_x.shape[0])
         order = (np.arange(count) + pos - count) % size
@@ -154,7 +154,7 @@ class IncrementalLearner:
     # --- drift reactions (include.training.drift): all take effect from the next mini-batch on ------------------------
 
     def keep_recent_replay(self, rows: int) -> None:
-        """Forget all but the newest ``rows`` rows of the replay buffer (no-op in seed mode)."""
+        """Forget all but the newest ``rows`` rows of the replay buffer (no-op in single-pass mode)."""
         if self.config.mode != "replay":
             return
         x, y = self.replay_rows()

@@ -1,6 +1,6 @@
 """How the stream is cut into mini-batches and trained: the semantics both learners implement, and what they report.
 
-The semantics are the blog's (the default, ``mode="seed"``): the stream is cut into mini-batches of
+The semantics are the blog's (``mode="single_pass"``, this class's default): the stream is cut into mini-batches of
 ``batch_messages`` rows; each is first predicted whole (prequential accuracy, before any training on it); its first
 ``floor(train_fraction * n)`` rows are trained once in order in steps of ``train_batch_size`` (80 rows -> steps of 32,
 32, 16, each step's loss the mean over its rows, exactly as ``model.fit`` with ``shuffle=False`` would); its other rows
@@ -19,7 +19,17 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Sequence
 
-MODES = ("seed", "replay")
+MODES = ("single_pass", "replay")
+# The product's default (the trainer, the command line, the DAG): the mode that learns. A model keeps the mode it
+# was created with; only a new model gets this one.
+DEFAULT_MODE = "replay"
+# Older names, still read from checkpoints and accepted from callers.
+_MODE_ALIASES = {"seed": "single_pass"}
+
+
+def normalise_mode(mode: str) -> str:
+    """A mode's current name (``seed``, its name before, is ``single_pass``)."""
+    return _MODE_ALIASES.get(mode, mode)
 
 
 @dataclass(frozen=True)
@@ -31,7 +41,8 @@ class LearnerConfig:
         train_fraction: The first ``floor(train_fraction * n)`` rows of a mini-batch are trained, the rest held out.
         train_batch_size: Rows per gradient step.
         window_size: Held-out rows kept for the window accuracy (the latest ones).
-        mode: ``seed`` (the blog's single pass) or ``replay`` (plus steps on a buffer of recent training rows).
+        mode: ``single_pass`` (the blog's: each training row trained once, in order; ``seed`` before) or ``replay``
+            (plus steps on a buffer of recent training rows: the mode that learns, the trainer's default).
         replay_buffer: Recent training rows kept for replay (memory bound: ``replay_buffer * raw width`` floats).
             The default, 4,000, spans the same 50 mini-batches as the default 1,000-row window (80 + 20 rows each):
             the model is fitted to the stretch of stream it is judged on, and forgets a rule that changed within
@@ -40,7 +51,7 @@ class LearnerConfig:
             uniformly (with replacement) from the buffer, which already holds the new rows. The default, 128, is
             about one pass over a full default buffer per mini-batch (4,000 / 32 = 125 steps), so each row is
             revisited about 50 times while it is buffered.
-        replay_plain_pass: In replay mode, also train on the new rows in order first, as seed mode does.
+        replay_plain_pass: In replay mode, also train on the new rows in order first, as single-pass mode does.
         seed: Seeds the replay draws (a counter-based RNG, so the draws are part of the checkpointed state).
         learning_rate: If set, assigned to the model optimizer's learning rate; None keeps the optimizer's own.
         chunk_batches: Mini-batches per compiled call; a larger chunk pays Python and dispatch overhead less often.
@@ -51,7 +62,7 @@ class LearnerConfig:
     train_fraction: float = 0.8
     train_batch_size: int = 32
     window_size: int = 1000
-    mode: str = "seed"
+    mode: str = "single_pass"
     replay_buffer: int = 4000
     replay_steps: int = 128
     replay_plain_pass: bool = True
@@ -61,6 +72,7 @@ class LearnerConfig:
     jit_compile: bool = True
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "mode", normalise_mode(self.mode))  # checkpoints written before the rename
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {self.mode!r}")
         if self.batch_messages < 1 or self.train_batch_size < 1 or self.chunk_batches < 1:

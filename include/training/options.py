@@ -17,11 +17,12 @@ class TrainerBusy(RuntimeError):
 
 @dataclass
 class TrainOptions:
-    """What a run does. Defaults are the blog's semantics (seed mode, mini-batches of 100).
+    """What a run does. Mini-batches of 100 as in the blog; the mode that learns (``replay``) for a new model.
 
     Attributes:
         model_name: The model's own checkpoint folder and history curve.
-        mode: ``seed`` (the blog's single pass) or ``replay`` (see :mod:`include.training.learner`).
+        mode: ``replay`` (learns: the default for a new model) or ``single_pass`` (the blog's; ``seed`` before);
+            None: the model's own mode, from its checkpoint (see :mod:`include.training.learner_config`).
         reader: ``confluent`` (explicit offsets) or ``tfio`` (tensorflow-io's reader, the seed's).
         max_records: Stop after this many records (confluent reader only).
         max_seconds: Stop after this long (confluent reader only).
@@ -39,7 +40,7 @@ class TrainOptions:
     """
 
     model_name: str = "default"
-    mode: str = "seed"  # seed | replay
+    mode: str | None = None  # replay | single_pass; None: the checkpoint's, else replay
     reader: str = "confluent"  # confluent | tfio
     max_records: int | None = None
     max_seconds: float | None = None

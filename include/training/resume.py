@@ -26,7 +26,7 @@ from include.training.decode import raw_width
 from include.training.drift import DriftConfig, DriftMonitor
 from include.training.history_rows import RunHistory, checkpoint_row, int_offsets
 from include.training.learner import IncrementalLearner
-from include.training.learner_config import LearnerConfig
+from include.training.learner_config import DEFAULT_MODE, LearnerConfig, normalise_mode
 from include.training.options import TrainOptions
 
 log = logging.getLogger(__name__)
@@ -106,6 +106,20 @@ def _check_features(loaded: LoadedCheckpoint, model: Any, schema: CsvSchema) -> 
         raise RuntimeError(f"checkpoint {loaded.meta.get('checkpoint_id')}'s model takes {model.inputs[0].shape[-1]} raw "
                            f"features but schema {schema.id} now declares {raw_width(schema)}: the "
                            "features changed. Train a new model (another model name).")
+
+
+def resolve_mode(requested: str | None, loaded: LoadedCheckpoint | None) -> str:
+    """The run's learner mode: the one asked for, else the checkpoint's (a model keeps its mode), else the default.
+
+    A mode asked for that differs from the checkpoint's is refused later, by :func:`build_model_and_learner`.
+    """
+    if requested is not None:
+        return normalise_mode(requested)
+    if loaded is not None:
+        saved = loaded.learner_state.get("config", {}).get("mode")
+        if saved:
+            return normalise_mode(str(saved))
+    return DEFAULT_MODE
 
 
 def _check_learner(saved: LearnerConfig, settings: Settings, options: TrainOptions) -> None:

@@ -31,6 +31,7 @@ never touches the learner's state itself.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import uuid
@@ -52,7 +53,7 @@ from include.training.lock import trainer_lock
 from include.training.loop import ReadTrainLoop
 from include.training.options import TrainerBusy, TrainOptions, TrainSummary
 from include.training.prefetch import Prefetch
-from include.training.resume import build_model_and_learner, finish_predecessor, resume_drift_monitor
+from include.training.resume import build_model_and_learner, finish_predecessor, resolve_mode, resume_drift_monitor
 from include.training.versioning import catch_up, register_checkpoint
 
 # The public face of the training task: callers import these names from here.
@@ -91,7 +92,8 @@ class Trainer:
         self.directory = Path(settings.checkpoint_dir) / options.model_name
         self.identity = RunIdentity(
             run_id=self.run_id, kind=kind, model_name=options.model_name, schema_id=self.schema.id,
-            topic=settings.topic, consumer_group=settings.consumer_group, reader=options.reader, mode=options.mode,
+            topic=settings.topic, consumer_group=settings.consumer_group, reader=options.reader,
+            mode=options.mode or "(from the checkpoint)",
             dag_id=dag_id, dag_run_id=dag_run_id,
         )
         self.history = RunHistory(db.session_factory(settings.db_url), self.identity)
@@ -104,6 +106,7 @@ class Trainer:
             self.history.close_stale_runs()
             store = CheckpointStore(self.directory, keep=self.options.keep_checkpoints, fault_hook=faults.reached)
             loaded = store.load_latest()
+            self._settle_mode(loaded)
             clients = KafkaClients(self.settings, use_airflow=self.use_airflow)
             log.info("Kafka client configuration: %s", clients.describe())
             if loaded is not None:
@@ -122,6 +125,12 @@ class Trainer:
         summary.seconds = time.perf_counter() - started
         summary.records_per_s = summary.records / summary.seconds if summary.seconds else 0.0
         return summary
+
+    def _settle_mode(self, loaded: LoadedCheckpoint | None) -> None:
+        """The learner mode of this run (asked for, else the model's own, else the default), recorded with it."""
+        self.options.mode = resolve_mode(self.options.mode, loaded)
+        self.identity = dataclasses.replace(self.identity, mode=self.options.mode)
+        self.history.identity = self.identity
 
     def _restore(self, loaded: LoadedCheckpoint) -> tuple[Any, Any]:
         """The model and learner of a checkpoint (for registering it when a killed run could not)."""

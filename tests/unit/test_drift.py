@@ -320,7 +320,7 @@ def replay_learner(schema, seed=0, mode="replay"):
     return IncrementalLearner(build_model(schema, seed=seed), LearnerConfig(mode=mode, seed=seed))
 
 
-@pytest.mark.parametrize("mode", ["seed", "replay"])
+@pytest.mark.parametrize("mode", ["single_pass", "replay"])
 def test_no_false_drift_on_generated_data_without_drift(tmp_path, mode):
     schema, x, y = generated(tmp_path, 10)
     _, dets = DriftMonitor().process(replay_learner(schema, mode=mode), x, y)

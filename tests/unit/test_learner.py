@@ -178,7 +178,7 @@ def test_replay_only_mode(schema):
     assert int(model.optimizer.iterations.numpy()) == 6
 
 
-@pytest.mark.parametrize("mode", ["seed", "replay"])
+@pytest.mark.parametrize("mode", ["single_pass", "replay"])
 def test_resume_equals_uninterrupted(schema, mode, tmp_path):
     cfg = LearnerConfig(mode=mode, replay_buffer=300, replay_steps=4, window_size=100, chunk_batches=4, seed=11)
     x, y = make_rows(schema, 1000, seed=7)
@@ -236,3 +236,22 @@ def test_replay_learns(schema):
     replay_m = IncrementalLearner(build_model(schema), LearnerConfig(mode="replay", **cfg)).process(x, y)
     assert replay_m[-1].window_accuracy >= 0.95
     assert replay_m[-1].window_accuracy > seed_m[-1].window_accuracy
+
+
+def test_mode_names_and_the_default_for_a_new_model():
+    """The blog's loop is ``single_pass`` (``seed`` before, still read from old checkpoints); a new model learns."""
+    from types import SimpleNamespace
+
+    from include.training.learner_config import DEFAULT_MODE
+    from include.training.resume import resolve_mode
+
+    assert LearnerConfig(mode="seed").mode == "single_pass"
+    assert LearnerConfig.from_dict({"mode": "seed"}) == LearnerConfig(mode="single_pass")
+    with pytest.raises(ValueError, match="mode must be one of"):
+        LearnerConfig(mode="online")
+    assert DEFAULT_MODE == "replay"
+    assert resolve_mode(None, None) == "replay"
+    old = SimpleNamespace(learner_state={"config": {"mode": "seed"}})
+    assert resolve_mode(None, old) == "single_pass"  # a model keeps its mode
+    assert resolve_mode("seed", None) == "single_pass"
+    assert resolve_mode("replay", old) == "replay"  # asked for: build_model_and_learner refuses the mismatch
