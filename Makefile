@@ -45,6 +45,7 @@ run: setup
 	scripts/run.sh
 
 stop:
+	scripts/serve.sh stop
 	scripts/airflow.sh stop
 	$(KAFKA) stop
 

@@ -20,4 +20,5 @@ echo "Airflow UI: $(scripts/airflow.sh url)   (model accuracy: "Accuracy" in the
 echo "Login:      $(scripts/airflow.sh login)"
 echo "Stop with:  make stop"
 echo
+scripts/serve.sh start >/dev/null || echo "serve: not started (see .state/serve.log); python -m include serve starts it"
 python -m include demo scoring

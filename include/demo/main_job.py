@@ -229,9 +229,23 @@ def scoring_lines(settings: Settings, model_name: str = "default") -> str:
     return "\n".join([
         f"Champion:   {champion}",
         f"Score rows: python -m include predict {example} --output scored.csv   (or --format jsonl, stdin: -)",
-        "Serve:      python -m include serve   (TF Serving's REST API; follows promotions and rollbacks)",
+        f"Serve:      {_serving_state(settings, model_name)}",
         f"            curl -s {url} -d '{json.dumps({'instances': [instance]})}'",
     ]) + "\n"
+
+
+def _serving_state(settings: Settings, model_name: str) -> str:
+    """Whether the HTTP scorer answers (``make run`` starts it), and how to start it otherwise."""
+    import httpx
+
+    base = f"http://{settings.serve_host}:{settings.serve_port}"
+    try:
+        running = httpx.get(f"{base}/v1/models/{model_name}", timeout=2.0).status_code == 200
+    except httpx.HTTPError:
+        running = False
+    if running:
+        return f"running at {base} (python -m include serve, TF Serving's REST API, following the champion; make stop stops it)"
+    return "python -m include serve   (TF Serving's REST API; follows promotions and rollbacks)"
 
 
 def _example_instance(path: Path, settings: Settings) -> dict:
