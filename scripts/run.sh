@@ -13,7 +13,8 @@ scripts/airflow.sh stop >/dev/null
 mkdir -p "$AIRFLOW_HOME" && airflow db migrate >"$AIRFLOW_HOME/migrate.log" 2>&1
 python -m include demo prepare "$@"
 scripts/airflow.sh start
-python -m include demo wait "$@"
+# TensorFlow (the batch ceilings) logs CUDA plugin registration errors on a CPU-only machine: not for the user.
+TF_CPP_MIN_LOG_LEVEL=3 python -m include demo wait "$@"
 echo
 echo "Kafka:      $KAFKA_BOOTSTRAP_SERVERS"
 echo "Airflow UI: $(scripts/airflow.sh url)   (model accuracy: "Accuracy" in the navigation)"
