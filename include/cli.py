@@ -52,6 +52,7 @@ def _main(debug: Annotated[bool, typer.Option("--debug", help="show tracebacks o
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per HTTP request is noise here
 
 
 # Errors a user can act on, with the exit code each gives. Anything else is unexpected (exit 70).
