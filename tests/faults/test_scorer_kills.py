@@ -25,6 +25,7 @@ from tests.support import clients_for
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 
 BATCH = ("--batch-messages", "200")
+RANDOM_KILLS, RANDOM_BATCH = 4, 2000  # kills at random moments, each after this many fresh requests
 # (fault point, what it interrupts); ":N" is the N-th transaction of that run.
 KILLS = [
     ("scorer_after_produce:2", "answers produced, offsets not sent"),
@@ -57,7 +58,9 @@ def _run(env, *args: str, fault: str | None = None, kill_after: float | None = N
     if kill_after is not None:
         out_topic = predictions_topic(settings_of(env).requests_topic)
         before = _answers_end(env["KAFKA_BOOTSTRAP_SERVERS"], out_topic)
-        while proc.poll() is None and _answers_end(env["KAFKA_BOOTSTRAP_SERVERS"], out_topic) == before:
+        deadline = time.monotonic() + 60
+        while (proc.poll() is None and time.monotonic() < deadline
+               and _answers_end(env["KAFKA_BOOTSTRAP_SERVERS"], out_topic) == before):
             time.sleep(0.05)
         try:
             proc.wait(kill_after)
@@ -88,12 +91,15 @@ def test_scorer_sigkill_at_fault_points_and_random_times_while_requests_arrive(t
             runs += 1
             assert rc == -9, f"{fault} ({label}) was not reached (rc {rc}):\n{err[-3000:]}"
             notes.append(fault)
-        for _ in range(4):
+        for k in range(RANDOM_KILLS):
+            # Fresh work, and --follow so the run cannot finish before the kill: every random kill lands mid-run.
+            produce_requests(kafka_bootstrap, settings.requests_topic,
+                             mixed_requests(RANDOM_BATCH, start=50_000 + k * RANDOM_BATCH), key_prefix=f"r{k}-")
             delay = round(rng.uniform(0.0, 1.5), 2)
-            rc, _out, err = _run(env, kill_after=delay)
+            rc, _out, err = _run(env, "--follow", kill_after=delay)
             runs += 1
-            assert rc in (-9, 0), f"run killed after {delay}s failed (rc {rc}, seed {seed}):\n{err[-3000:]}"
-            notes.append(f"{'killed' if rc == -9 else 'finished'} {delay}s into scoring")
+            assert rc == -9, f"the following scorer was not running {delay}s in (rc {rc}, seed {seed}):\n{err[-3000:]}"
+            notes.append(f"killed {delay}s into scoring")
     finally:
         producer.join(300)
     assert done.is_set()
@@ -107,7 +113,7 @@ def test_scorer_sigkill_at_fault_points_and_random_times_while_requests_arrive(t
     requests = request_offsets(kafka_bootstrap, settings.requests_topic)
     answers = read_answers(kafka_bootstrap, predictions_topic(settings.requests_topic))
     uncommitted = read_answers(kafka_bootstrap, predictions_topic(settings.requests_topic), committed_only=False)
-    produced = 2000 + chunks * size
+    produced = 2000 + chunks * size + RANDOM_KILLS * RANDOM_BATCH
     missing = set(requests) - set(answers.by_request)
     unexpected = set(answers.by_request) - set(requests)
     fault_row("scorer SIGKILL after produce / before commit / after commit and at random times, requests arriving; "
