@@ -10,6 +10,14 @@
 #   infra/kafka/kafka.sh logs     follow the server log
 #   infra/kafka/kafka.sh run-class CLASS ARGS...   run a Kafka tool class with the broker's classpath
 #
+# A local 3-node cluster (combined broker+controller nodes, KRaft quorum of 3, replication factor 3,
+# min.insync.replicas 2, transaction and offsets topics replicated 3 with min ISR 2):
+#   infra/kafka/kafka.sh cluster start|stop|status|bootstrap     the whole cluster
+#   infra/kafka/kafka.sh cluster kill N|stop N|start N|restart N  one node (1-3): SIGKILL, SIGTERM, start
+#   infra/kafka/kafka.sh cluster pid N                            its process id
+#   KAFKA_CLUSTER_DIR   state of the cluster, node-N below it    [<project>/.state/kafka-cluster]
+#   KAFKA_CLUSTER_PORT  client port of node 1; node N listens on PORT+10*(N-1), its controller on +1 [9192]
+#
 # Environment (defaults in brackets):
 #   KAFKA_STATE_DIR   where data, logs and the pid file live   [<project>/.state/kafka]
 #   KAFKA_PORT        client listener port on 127.0.0.1         [9092]
@@ -29,6 +37,12 @@ STATE="${KAFKA_STATE_DIR:-$PROJECT/.state/kafka}"
 PORT="${KAFKA_PORT:-9092}"
 CPORT="${KAFKA_CONTROLLER_PORT:-$((PORT + 1))}"
 TIMEOUT="${KAFKA_START_TIMEOUT:-90}"
+# Single node by default; cluster_node sets these for one node of the cluster.
+NODE_ID=1
+VOTERS="1@127.0.0.1:$CPORT"
+REPLICATION=1
+MIN_ISR=1
+CLUSTER_ID="${KAFKA_CLUSTER_ID:-}"
 HEAP="${KAFKA_HEAP_OPTS:--Xms256m -Xmx1g}"
 PIDFILE="$STATE/broker.pid"
 CONF="$STATE/server.properties"
@@ -70,8 +84,8 @@ write_config() {
   cat >"$CONF" <<EOF
 # Written by infra/kafka/kafka.sh; edit the script, not this file.
 process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:$CPORT
+node.id=$NODE_ID
+controller.quorum.voters=$VOTERS
 listeners=$listeners
 advertised.listeners=$advertised
 controller.listener.names=CONTROLLER
@@ -80,11 +94,12 @@ listener.security.protocol.map=$protocols
 log.dirs=$STATE/data
 num.partitions=1
 # One node: every internal topic has replication factor 1, or transactions and groups never start.
-offsets.topic.replication.factor=1
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-default.replication.factor=1
-min.insync.replicas=1
+# The cluster: 3 copies of everything, and a write needs 2 of them (one node may fail without loss).
+offsets.topic.replication.factor=$REPLICATION
+transaction.state.log.replication.factor=$REPLICATION
+transaction.state.log.min.isr=$MIN_ISR
+default.replication.factor=$REPLICATION
+min.insync.replicas=$MIN_ISR
 group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=false
 log.retention.hours=-1
@@ -150,11 +165,17 @@ start() {
   if pid="$(running_pid)"; then
     if ready; then log "already running (pid $pid) on $BOOTSTRAP"; echo "$BOOTSTRAP"; return 0; fi
   fi
+  launch
+  wait_ready
+  echo "$BOOTSTRAP"
+}
+
+launch() {
   write_config
   if [ ! -f "$STATE/data/meta.properties" ]; then
     log "formatting storage in $STATE/data"
-    local cluster_id
-    cluster_id="$(tool kafka.tools.StorageTool random-uuid)"
+    local cluster_id="$CLUSTER_ID"
+    [ -n "$cluster_id" ] || cluster_id="$(tool kafka.tools.StorageTool random-uuid)"
     tool kafka.tools.StorageTool format -t "$cluster_id" -c "$CONF" >/dev/null
   fi
   log "starting broker on $BOOTSTRAP (logs: $STATE/logs)"
@@ -166,6 +187,9 @@ start() {
     -Dkafka.logs.dir="$STATE/logs" \
     -cp "$LIB/*" kafka.Kafka "$CONF" >"$STATE/logs/stdout.log" 2>&1 </dev/null &
   echo $! >"$PIDFILE"
+}
+
+wait_ready() {
   local waited=0
   until ready; do
     if ! running_pid >/dev/null; then
@@ -177,7 +201,6 @@ start() {
     sleep 1; waited=$((waited + 1))
   done
   log "ready on $BOOTSTRAP"
-  echo "$BOOTSTRAP"
 }
 
 stop() {
@@ -204,7 +227,93 @@ status() {
   echo "not running"; return 1
 }
 
+# --- the 3-node cluster -------------------------------------------------------------------------------------
+CLUSTER_DIR="${KAFKA_CLUSTER_DIR:-$PROJECT/.state/kafka-cluster}"
+CLUSTER_PORT="${KAFKA_CLUSTER_PORT:-9192}"
+NODES=(1 2 3)
+
+cluster_node() {
+  # Point the single-node functions at node $1 of the cluster.
+  local n="$1"
+  case "$n" in 1|2|3) ;; *) log "node must be 1, 2 or 3, not '$n'"; exit 2 ;; esac
+  NODE_ID="$n"
+  PORT=$((CLUSTER_PORT + 10 * (n - 1)))
+  CPORT=$((PORT + 1))
+  STATE="$CLUSTER_DIR/node-$n"
+  PIDFILE="$STATE/broker.pid"
+  CONF="$STATE/server.properties"
+  BOOTSTRAP="127.0.0.1:$PORT"
+  SASL_USERS=""
+  HEAP="${KAFKA_CLUSTER_HEAP_OPTS:--Xms128m -Xmx512m}"
+  VOTERS=""
+  local m
+  for m in "${NODES[@]}"; do
+    VOTERS="${VOTERS:+$VOTERS,}$m@127.0.0.1:$((CLUSTER_PORT + 10 * (m - 1) + 1))"
+  done
+  REPLICATION=3
+  MIN_ISR=2
+  mkdir -p "$CLUSTER_DIR"
+  [ -f "$CLUSTER_DIR/cluster.id" ] || tool kafka.tools.StorageTool random-uuid >"$CLUSTER_DIR/cluster.id"
+  CLUSTER_ID="$(cat "$CLUSTER_DIR/cluster.id")"
+}
+
+cluster_bootstrap() {
+  local out="" n
+  for n in "${NODES[@]}"; do out="${out:+$out,}127.0.0.1:$((CLUSTER_PORT + 10 * (n - 1)))"; done
+  echo "$out"
+}
+
+cluster() {
+  local action="${1:-}" n="${2:-}"
+  fetch
+  if [ -n "$n" ]; then
+    cluster_node "$n"
+    case "$action" in
+      kill) hard_kill; log "node $n killed" ;;
+      stop) stop ;;
+      start) running_pid >/dev/null || launch; wait_ready ;;
+      restart) stop; launch; wait_ready ;;
+      pid) running_pid || exit 1 ;;
+      status) status ;;
+      *) echo "usage: $0 cluster {kill|stop|start|restart|pid|status} N" >&2; exit 2 ;;
+    esac
+    return
+  fi
+  case "$action" in
+    start)
+      # All nodes are launched before any is waited for: a controller needs a quorum of 2 to serve.
+      for n in "${NODES[@]}"; do cluster_node "$n"; running_pid >/dev/null || launch; done
+      for n in "${NODES[@]}"; do cluster_node "$n"; wait_ready; done
+      cluster_bootstrap ;;
+    stop)
+      # All at once: a node stopped last, after its peers, has no quorum and would wait out its shutdown timeout.
+      local pids=() pid
+      for n in "${NODES[@]}"; do
+        cluster_node "$n"
+        if pid="$(running_pid)"; then kill -TERM "$pid"; pids+=("$pid"); fi
+      done
+      for pid in "${pids[@]}"; do
+        for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+        kill -KILL "$pid" 2>/dev/null || true
+      done
+      for n in "${NODES[@]}"; do cluster_node "$n"; rm -f "$PIDFILE"; done
+      log "cluster stopped" ;;
+    status)
+      local up=0
+      for n in "${NODES[@]}"; do
+        cluster_node "$n"
+        if running_pid >/dev/null && ready; then echo "node $n: running on $BOOTSTRAP"; up=$((up + 1));
+        else echo "node $n: not running"; fi
+      done
+      [ "$up" -eq "${#NODES[@]}" ] ;;
+    bootstrap) cluster_bootstrap ;;
+    *) echo "usage: $0 cluster {start|stop|status|bootstrap} | cluster {kill|stop|start|restart|pid|status} N" >&2
+       exit 2 ;;
+  esac
+}
+
 case "${1:-}" in
+  cluster) shift; cluster "$@" ;;
   fetch) fetch ;;
   start) start ;;
   stop) stop ;;
@@ -212,5 +321,5 @@ case "${1:-}" in
   status) status ;;
   logs) tail -F "$STATE/logs/server.log" ;;
   run-class) shift; fetch; tool "$@" ;;
-  *) echo "usage: $0 {fetch|start|stop|kill|status|logs|run-class CLASS ARGS...}" >&2; exit 2 ;;
+  *) echo "usage: $0 {fetch|start|stop|kill|status|logs|run-class CLASS ARGS...|cluster ...}" >&2; exit 2 ;;
 esac

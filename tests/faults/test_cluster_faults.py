@@ -1,0 +1,161 @@
+"""SIGKILL the leader of the observations partition on a 3-node cluster, during ingest and during training.
+
+The cluster is the project's own (``infra/kafka/kafka.sh cluster``): three combined KRaft nodes, replication
+factor 3, ``min.insync.replicas=2``, transaction and offsets topics replicated 3 with min ISR 2. Killing the
+partition's leader leaves two in-sync replicas: a new leader is elected and writes go on without a manual step.
+The killed node is started again in the background; afterwards every valid row must be in the topic once and every
+offset trained once.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+from dataclasses import dataclass
+
+import pytest
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+
+from include.ingest.errors import IngestError
+from include.ingest.interval import ingest_files
+from include.kafka.reader import OffsetError
+from tests.faults.helpers import (
+    BASE_PORT,
+    check_history,
+    check_topic,
+    check_training,
+    drone_rows,
+    durable_state,
+    env_for,
+    free_ports,
+    settings_for,
+    stage_hooks,
+    train_in_process,
+    unique,
+    warm_up,
+    write_csv,
+)
+from tests.support import KAFKA_SH
+
+pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.distributed]
+
+
+@dataclass
+class Cluster:
+    """The 3-node cluster of this session: its script, state folder and first port."""
+
+    state_dir: str
+    port: int
+
+    def _sh(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+        env = {**os.environ, "KAFKA_CLUSTER_DIR": self.state_dir, "KAFKA_CLUSTER_PORT": str(self.port)}
+        result = subprocess.run([str(KAFKA_SH), "cluster", *args], env=env, capture_output=True, text=True,
+                                timeout=timeout)
+        assert result.returncode == 0, f"kafka.sh cluster {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
+        return result
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(f"127.0.0.1:{self.port + 10 * k}" for k in range(3))
+
+    def leader(self, topic: str, partition: int = 0) -> int:
+        """The node id (1-3) leading ``topic``'s partition now."""
+        meta = AdminClient({"bootstrap.servers": self.bootstrap}).list_topics(topic, timeout=30)
+        return meta.topics[topic].partitions[partition].leader
+
+    def replicas(self, topic: str, partition: int = 0) -> list[int]:
+        meta = AdminClient({"bootstrap.servers": self.bootstrap}).list_topics(topic, timeout=30)
+        return list(meta.topics[topic].partitions[partition].replicas)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    port = free_ports(BASE_PORT + 40, 30)
+    cluster = Cluster(str(tmp_path_factory.mktemp("kafka-cluster")), port)
+    cluster._sh("start")
+    try:
+        warm_up(cluster.bootstrap)
+        yield cluster
+    finally:
+        cluster._sh("stop")
+
+
+class LeaderOutage:
+    """SIGKILL the leader node of a topic's partition 0 now; start it again in the background."""
+
+    def __init__(self, cluster: Cluster, topic: str) -> None:
+        self.cluster, self.topic = cluster, topic
+        self.killed: int | None = None
+        self.thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+
+    def __call__(self) -> None:
+        self.killed = self.cluster.leader(self.topic)
+        self.cluster._sh("kill", str(self.killed))
+        self.thread = threading.Thread(target=self._start, daemon=True)
+        self.thread.start()
+
+    def _start(self) -> None:
+        try:
+            self.cluster._sh("start", str(self.killed))
+        except BaseException as exc:  # noqa: BLE001 - reported by join()
+            self.error = exc
+
+    def join(self) -> None:
+        assert self.thread is not None, "the fault point was never reached: no node was killed"
+        self.thread.join(300)
+        assert not self.thread.is_alive() and self.error is None, f"node {self.killed} did not come back: {self.error}"
+        warm_up(self.cluster.bootstrap)
+
+
+def test_leader_sigkill_during_ingest(tmp_path, cluster, fault_row):
+    topic = unique("cl-ingest")
+    big, small = drone_rows(100_000), drone_rows(500, start=100_000)
+    files = [write_csv(tmp_path / "landing" / "observations_2026-01-05.csv", big),
+             write_csv(tmp_path / "landing" / "observations_2026-01-06.csv", small)]
+    env = env_for(tmp_path / "state", cluster.bootstrap, topic)
+    outage = LeaderOutage(cluster, topic)
+    try:
+        # Killed inside the first file's transaction, after 65,536 rows were handed to the producer.
+        with stage_hooks({"ingest_mid_file": lambda n: outage() if n == 1 else None}):
+            first = ingest_files(files, settings=settings_for(env))
+        outcome = "the run rode out the leader's death: " + ", ".join(f.status for f in first.files)
+    except (IngestError, KafkaException) as exc:
+        outcome = f"the run failed cleanly ({type(exc).__name__}); the retry finished it"
+    outage.join()
+    second = ingest_files(files, settings=settings_for(env))
+    assert {f.status for f in second.files} <= {"skipped", "committed", "recovered"}
+    assert len(cluster.replicas(topic)) == 3
+    check = check_topic(cluster.bootstrap, topic, big + small)
+    fault_row("3-node cluster: partition leader SIGKILLed during ingest (mid-file), restarted later", runs=2,
+              produced=len(big) + len(small), in_topic=check.in_topic, duplicates=check.duplicates,
+              losses=check.losses + check.unexpected, note=f"node {outage.killed} killed; {outcome}")
+    assert check.exact, check
+
+
+def test_leader_sigkill_during_training(tmp_path, cluster, fault_row):
+    topic = unique("cl-train")
+    rows = drone_rows(3000)
+    env = env_for(tmp_path / "state", cluster.bootstrap, topic)
+    ingest_files([write_csv(tmp_path / "landing" / "observations_2026-01-05.csv", rows)], settings=settings_for(env))
+    data = check_topic(cluster.bootstrap, topic, rows)
+    outage = LeaderOutage(cluster, topic)
+    try:
+        # Killed after the second train step; the checkpoint, history and offset commit that follow meet a new leader.
+        summary = train_in_process(env, {"train_after_step": lambda n: outage() if n == 2 else None})
+        outcome = f"the run rode out the leader's death ({summary.records} records, {summary.stop_reason})"
+    except (KafkaException, OffsetError, RuntimeError) as exc:
+        outcome = f"the run failed cleanly ({type(exc).__name__}); the next one resumed"
+    outage.join()
+    state = durable_state(env, data.offsets[0])
+    assert not state.problems, state.problems
+    train_in_process(env)
+    final = check_training(settings_for(env).db_url, data.offsets)
+    fault_row("3-node cluster: partition leader SIGKILLed during training, restarted later", runs=2,
+              produced=len(rows), in_topic=data.in_topic, trained=final.trained,
+              duplicates=final.duplicates + data.duplicates, losses=final.losses + data.losses,
+              note=f"node {outage.killed} killed; {outcome}")
+    assert final.exact and final.n_sum == len(rows), final
+    check_history(env)
