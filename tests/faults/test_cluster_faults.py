@@ -12,7 +12,9 @@ from __future__ import annotations
 import os
 import subprocess
 import threading
+import time
 from dataclasses import dataclass
+from datetime import date, timedelta
 
 import pytest
 from confluent_kafka import KafkaException
@@ -158,4 +160,66 @@ def test_leader_sigkill_during_training(tmp_path, cluster, fault_row):
               duplicates=final.duplicates + data.duplicates, losses=final.losses + data.losses,
               note=f"node {outage.killed} killed; {outcome}")
     assert final.exact and final.n_sum == len(rows), final
+    check_history(env)
+
+
+def test_rolling_restart_of_all_three_nodes_while_ingest_and_training_run(tmp_path, cluster, fault_row):
+    """Every node restarted in turn (graceful stop, start, ready) while files are ingested and trained one by one."""
+    topic = unique("cl-rolling")
+    env = env_for(tmp_path / "state", cluster.bootstrap, topic)
+    files, expected = [], []
+    for day in range(40):
+        rows = drone_rows(3000, start=day * 3000)
+        when = date(2026, 1, 1) + timedelta(days=day)
+        files.append(write_csv(tmp_path / "landing" / f"observations_{when.isoformat()}.csv", rows))
+        expected += rows
+    restarted: list[int] = []
+    errors: list[BaseException] = []
+
+    def rolling() -> None:
+        try:
+            for node in (1, 2, 3):
+                cluster._sh("restart", str(node))
+                restarted.append(node)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    thread = threading.Thread(target=rolling, daemon=True)
+    thread.start()
+    runs = failures = 0
+    reasons: list[str] = []
+    for path in files:
+        # As the DAGs run: an interval's ingest is retried until it commits (days stay in order), training follows.
+        for attempt in range(30):
+            runs += 1
+            try:
+                ingest_files([path], settings=settings_for(env))
+                break
+            except (IngestError, KafkaException) as exc:
+                failures += 1  # met a node going away and failed cleanly: the retry finishes it
+                reasons.append(f"{path.name}: {type(exc).__name__}: {str(exc)[:300]}")
+                time.sleep(1)  # as Airflow's retry_delay, shortened
+        else:
+            raise AssertionError(f"{path.name} never committed:\n" + "\n".join(reasons[-5:]))
+        runs += 1
+        try:
+            train_in_process(env)
+        except (KafkaException, OffsetError, RuntimeError):
+            failures += 1
+        if not thread.is_alive():
+            break
+    thread.join(300)
+    assert not thread.is_alive() and not errors and restarted == [1, 2, 3], (restarted, errors)
+    warm_up(cluster.bootstrap)
+    done = ingest_files(files, settings=settings_for(env))
+    assert {f.status for f in done.files} <= {"skipped", "committed", "recovered"}
+    train_in_process(env)
+    check = check_topic(cluster.bootstrap, topic, expected)
+    final = check_training(settings_for(env).db_url, check.offsets)
+    fault_row("3-node cluster: rolling restart of all nodes while files are ingested and trained one by one", runs=runs + 2,
+              produced=len(expected), in_topic=check.in_topic, trained=final.trained,
+              duplicates=check.duplicates + final.duplicates, losses=check.losses + check.unexpected + final.losses,
+              note=f"nodes restarted in order {restarted}; {runs} runs during the restarts, {failures} failed cleanly")
+    assert check.exact, check
+    assert final.exact and final.n_sum == len(expected), final
     check_history(env)
