@@ -59,7 +59,7 @@ def _label(specs: list[Any], key: str) -> str:
     for s in specs:
         if s.key == key:
             return s.label
-    return "the author's file (drift_2weeks_V2.csv), model seeds 0-4"
+    return "the author's file (drift_2weeks_V2.csv), one per model seed"
 
 
 def _rps(runs: list[dict]) -> str:
@@ -181,7 +181,8 @@ def render(specs: list[Any], results: dict[str, list[dict]], meta: dict) -> str:
         "# Generalisation benchmark: the defaults on families of data they were not tuned on",
         "",
         f"- Run: {meta['when']} on {meta['machine']}; load average before/after {meta['load'][0]:.2f} / "
-        f"{meta['load'][1]:.2f}; {meta['cpu_s']:,.0f} s of CPU ({meta['wall_s']:,.0f} s wall) for the in-process runs",
+        f"{meta['load'][1]:.2f}; {meta['cpu_s']:,.0f} s of CPU ({meta['wall_s']:,.0f} s wall) for the whole run"
+        + (" (**partial: interrupted or still running**)" if meta.get("partial") else ""),
         "- **Kafka is not in the loop**: rows decoded in-process and trained by the learner and drift monitor composed "
         "as the trainer composes them (a new model's defaults, chunks of 64 mini-batches); one end-to-end row through "
         "the broker and the real trainer on the author's file is at the end",
@@ -191,11 +192,12 @@ def render(specs: list[Any], results: dict[str, list[dict]], meta: dict) -> str:
         f"`{DriftConfig().reaction}`",
         f"- Generated data: {args['seeds']} seeds per family (generator seed k+1, model seed k), from Monday "
         f"2026-01-05, at most {args['rows_per_day']:,} rows a day ({args['rows_per_day'] // 24} random shops report "
-        "each hour when there are more; 30 shops: all, 720 rows a day); drifts start on the first day of week 2",
+        "each hour when there are more, every shop otherwise); drifts start on the first day of week 2",
         f"- Batch ceiling: a fresh model trained {args['ceiling_epochs']} epochs on the week's training rows of the "
         "same seed, judged on its held-out rows; Bayes-optimal: the generator's sidecars (exact, per file)",
         f"- River {river_version() or '(not installed)'}: HoeffdingAdaptiveTreeClassifier and ARFClassifier (defaults, "
-        f"seeded), on the first {args['river_seeds']} seeds of each family, same mini-batches, split and window, "
+        f"seeded), on the first {args['river_seeds']} seeds of each generated family and every seed of the author's "
+        "file, same mini-batches, split and window, "
         "learnt one row at a time; records/s = learning + the end-of-week window measurements",
         "",
         "## Summary",
