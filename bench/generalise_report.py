@@ -199,6 +199,7 @@ def render(specs: list[Any], results: dict[str, list[dict]], meta: dict) -> str:
         f"seeded), on the first {args['river_seeds']} seeds of each generated family and every seed of the author's "
         "file, same mini-batches, split and window, "
         "learnt one row at a time; records/s = learning + the end-of-week window measurements",
+        "- Records/s of ours: the learner's `process` calls only; the first family of each schema (the author's file, then location and type only) also pays each model seed's one-off XLA compile, later families reuse the compiled learner put back to its fresh state",
         "",
         "## Summary",
         "",

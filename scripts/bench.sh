@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # Fixed order: the ingest first (it needs only Kafka), then training, then accuracy, then the drift detectors, then
-# streaming scoring, then the HTTP scorer, then generalisation (the longest: ~25 min on 2 cores).
+# streaming scoring, then the HTTP scorer, then generalisation (~17 min on 2 cores).
 BENCHMARKS=(bench/bench_ingest.py bench/bench_training.py bench/bench_accuracy.py bench/bench_drift.py
             bench/bench_scoring.py bench/bench_serving.py bench/bench_generalise.py)
 
