@@ -12,9 +12,9 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # Fixed order: the ingest first (it needs only Kafka), then training, then accuracy, then the drift detectors, then
-# streaming scoring, then the HTTP scorer.
+# streaming scoring, then the HTTP scorer, then generalisation (~17 min on 2 cores).
 BENCHMARKS=(bench/bench_ingest.py bench/bench_training.py bench/bench_accuracy.py bench/bench_drift.py
-            bench/bench_scoring.py bench/bench_serving.py)
+            bench/bench_scoring.py bench/bench_serving.py bench/bench_generalise.py)
 
 if [ "$#" -gt 0 ] && [ -f "bench/bench_$1.py" ]; then
   BENCHMARKS=("bench/bench_$1.py")

@@ -18,6 +18,12 @@ The rule (hours are UTC hours of the observation):
   pharmacy restaurant's, ... florist grocery's) and the location effect reverses: the outskirts get the wider
   windows, the centre the plain ones.
 
+That is the ``demo`` family, the default. Other families of rules (:mod:`include.demo.rules`: rules that ignore time,
+rules on one feature, an XOR of location and type, imbalanced labels), other kinds of drift (gradual, a recurring
+concept: :mod:`include.demo.scenario`) and fewer rows per day (``shops_per_hour``) serve the generalisation
+benchmark; their sidecars also say the family, the drift kind, the drifted rule's share of the file and the expected
+share of busy labels. With the defaults, files and sidecars are byte for byte what they always were.
+
 Files are byte-identical for the same arguments: the shop layout comes from the seed alone and each day has its
 own random stream seeded by (seed, date), so a sub-range reproduces the same files. This module must never
 overwrite a file with identical content, nor expose a half-written file: every file is written to a hidden
@@ -32,28 +38,22 @@ import tempfile
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable
 
 import numpy as np
 
+from include.demo.rules import (  # noqa: F401 - the demo rule's names, re-exported for callers
+    CENTRE, HOURS, P_BUSY_IN_WINDOW, P_BUSY_OUTSIDE, WINDOWS, busy_probability, noisy_probability,
+)
+from include.demo.scenario import Scenario
 from include.schema import CsvSchema, load_schema
 
 SCHEMA_NAME = "drone"
-HOURS = 24
-P_BUSY_IN_WINDOW = 0.97
-P_BUSY_OUTSIDE = 0.02
-# Busy windows per shop type, as (first hour, end hour exclusive), before drift.
-WINDOWS: dict[str, tuple[tuple[int, int], ...]] = {
-    "grocery": ((8, 10), (16, 20)),
-    "pharmacy": ((7, 12),),
-    "restaurant": ((11, 14), (18, 22)),
-    "electronics": ((12, 19),),
-    "florist": ((9, 13), (15, 18)),
-}
-CENTRE = (5, 14)  # inclusive bounds of the central block, on both axes
-# Random streams: the layout's depends on the seed only, each day's on the seed and the date.
+# Random streams: the layout's depends on the seed only, each day's on the seed and the date; which shops report in
+# each hour (with ``shops_per_hour``) on a stream of its own, so the labels are the same draws either way.
 _LAYOUT_STREAM = 0
 _DAY_STREAM = 1
+_SAMPLE_STREAM = 2
 
 
 @dataclass(frozen=True)
@@ -87,48 +87,6 @@ def _schema() -> CsvSchema:
     return schema
 
 
-def _hour_table(types: Sequence[str], widen: int, drift: bool) -> np.ndarray:
-    """Boolean table [type, hour]: is the hour inside one of the type's windows (widened by ``widen`` hours)."""
-    table = np.zeros((len(types), HOURS), dtype=bool)
-    for i, shop_type in enumerate(types):
-        # Under drift a type takes over the next type's windows.
-        source = types[(i + 1) % len(types)] if drift else shop_type
-        for start, end in WINDOWS[source]:
-            table[i, max(0, start - widen) : min(HOURS, end + widen)] = True
-    return table
-
-
-def busy_probability(
-    shop_types: Sequence[str] | np.ndarray,
-    hours: Sequence[int] | np.ndarray,
-    x: Sequence[int] | np.ndarray,
-    y: Sequence[int] | np.ndarray,
-    *,
-    drift: bool = False,
-) -> np.ndarray:
-    """The true probability that a shop is busy, before label noise (see the module docstring for the rule).
-
-    Args:
-        shop_types: Each row's shop type (one of the schema's categories).
-        hours: Each row's UTC hour, 0..23.
-        x: Each row's grid column.
-        y: Each row's grid row.
-        drift: Apply the drifted rule.
-
-    Returns:
-        One probability per row.
-    """
-    types = list(WINDOWS)
-    type_index = _type_index(shop_types, types)
-    hours, x, y = np.asarray(hours), np.asarray(x), np.asarray(y)
-    central = (x >= CENTRE[0]) & (x <= CENTRE[1]) & (y >= CENTRE[0]) & (y <= CENTRE[1])
-    wide = central != drift  # drift moves the wider windows from the centre to the outskirts
-    plain_table = _hour_table(types, 0, drift)
-    wide_table = _hour_table(types, 1, drift)
-    busy = np.where(wide, wide_table[type_index, hours], plain_table[type_index, hours])
-    return np.where(busy, P_BUSY_IN_WINDOW, P_BUSY_OUTSIDE)
-
-
 def first_drifted_row(seed: int, shops: int) -> int | None:
     """Position, within a drift day's rows (hour-major, shops in id order), of the first row whose true busy
     probability differs from the undrifted rule's, or None if the rules agree everywhere for this layout.
@@ -140,19 +98,6 @@ def first_drifted_row(seed: int, shops: int) -> int | None:
     types, x, y = (np.tile(a, HOURS) for a in (layout.types, layout.x, layout.y))
     changed = np.flatnonzero(busy_probability(types, hours, x, y) != busy_probability(types, hours, x, y, drift=True))
     return int(changed[0]) if changed.size else None
-
-
-def _type_index(shop_types: Sequence[str] | np.ndarray, types: list[str]) -> np.ndarray:
-    lookup = {name: i for i, name in enumerate(types)}
-    try:
-        return np.fromiter((lookup[t] for t in shop_types), dtype=np.int64)
-    except KeyError as exc:
-        raise ValueError(f"unknown shop type {exc.args[0]!r}; known: {types}") from None
-
-
-def noisy_probability(p: np.ndarray, noise: float) -> np.ndarray:
-    """The probability of an observed busy label once labels are flipped with probability ``noise``."""
-    return p * (1.0 - noise) + (1.0 - p) * noise
 
 
 def make_shops(seed: int, count: int, schema: CsvSchema) -> Shops:
@@ -171,23 +116,29 @@ def make_shops(seed: int, count: int, schema: CsvSchema) -> Shops:
     )
 
 
-def _day_rows(day: date, shops: Shops, seed: int, noise: float, drift: bool) -> tuple[list[str], float]:
-    """Every shop's observation for every hour of a day, as CSV lines, and their Bayes-optimal accuracy."""
+def _day_rows(day: date, shops: Shops, seed: int, noise: float, scenario: Scenario,
+              shops_per_hour: int | None) -> tuple[list[str], dict]:
+    """A day's observations as CSV lines (every shop every hour, or ``shops_per_hour`` random shops each hour, in
+    id order) and what the sidecar says of them: Bayes-optimal accuracy, expected share of busy labels."""
     n = len(shops.ids)
     hours = np.repeat(np.arange(HOURS), n)
     types, x, y = (np.tile(a, HOURS) for a in (shops.types, shops.x, shops.y))
-    p = busy_probability(types, hours, x, y, drift=drift)
+    p = scenario.probability(day, types, hours, x, y)
     rng = np.random.default_rng([seed, _DAY_STREAM, day.toordinal()])
     truth = rng.random(hours.size) < p
     flipped = rng.random(hours.size) < noise
     busy = truth ^ flipped
-    p_noisy = noisy_probability(p, noise)
-    bayes = float(np.maximum(p_noisy, 1.0 - p_noisy).mean())
+    kept = np.arange(hours.size)
+    if shops_per_hour is not None and shops_per_hour < n:
+        pick = np.random.default_rng([seed, _SAMPLE_STREAM, day.toordinal()])
+        kept = np.concatenate([h * n + np.sort(pick.choice(n, shops_per_hour, replace=False)) for h in range(HOURS)])
+    p_noisy = noisy_probability(p[kept], noise)
+    facts = {"bayes": float(np.maximum(p_noisy, 1.0 - p_noisy).mean()), "positive_rate": float(p_noisy.mean())}
     stamps = [f"{day.isoformat()}T{h:02d}:00:00Z," for h in range(HOURS)]
     shop_text = [f"{i},{kind},{col},{row}," for i, kind, col, row in zip(shops.ids, shops.types, shops.x, shops.y)]
-    labels = busy.astype(np.int8).tolist()
-    lines = [stamps[k // n] + shop_text[k % n] + "01"[label] for k, label in enumerate(labels)]
-    return lines, bayes
+    labels = busy[kept].astype(np.int8).tolist()
+    lines = [stamps[k // n] + shop_text[k % n] + "01"[label] for k, label in zip(kept.tolist(), labels)]
+    return lines, facts
 
 
 def _write_atomic(path: Path, data: bytes) -> bool:
@@ -214,24 +165,27 @@ def _write_atomic(path: Path, data: bytes) -> bool:
     return True
 
 
-def _write_day(
-    day: date, out: Path, layout: Shops, schema: CsvSchema, *, seed: int, noise: float, drift_from: date | None
-) -> Path:
+def _write_day(day: date, out: Path, layout: Shops, schema: CsvSchema, *, seed: int, noise: float,
+               scenario: Scenario, shops_per_hour: int | None) -> Path:
     """Write one day's observation file and its sidecar."""
-    drift = drift_from is not None and day >= drift_from
-    lines, bayes = _day_rows(day, layout, seed, noise, drift)
+    lines, facts = _day_rows(day, layout, seed, noise, scenario, shops_per_hour)
     csv_path = out / file_name(day)
+    shares = scenario.shares(day)
     meta = {
         "file": csv_path.name,
         "date": day.isoformat(),
         "rows": len(lines),
-        "bayes_accuracy": round(bayes, 6),
-        "drift": drift,
+        "bayes_accuracy": round(facts["bayes"], 6),
+        "drift": bool(shares.any()),
         "seed": seed,
         "shops": len(layout.ids),
         "noise": noise,
         "schema": schema.id,
     }
+    # The demo's own files keep exactly the fields they always had (byte-identical sidecars).
+    if not scenario.is_default or shops_per_hour is not None:
+        meta.update(family=scenario.family, drift_kind=scenario.drift_kind, drift_share=round(float(shares.mean()), 6),
+                    positive_rate=round(facts["positive_rate"], 6), shops_per_hour=shops_per_hour)
     # The sidecar goes first, so a CSV that is visible always has its sidecar.
     _write_atomic(meta_path(csv_path), (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode("utf-8"))
     text = schema.header_line() + "\n" + "\n".join(lines) + "\n"
@@ -239,12 +193,14 @@ def _write_day(
     return csv_path
 
 
-def _check_arguments(shops: int, noise: float, schema: CsvSchema) -> None:
+def _check_arguments(shops: int, noise: float, shops_per_hour: int | None, schema: CsvSchema) -> None:
     id_col = schema.columns[schema.index("shop_id")]
     if not 1 <= shops <= int(id_col.max):
         raise ValueError(f"shops must be between 1 and {int(id_col.max)}, got {shops}")
     if not 0.0 <= noise <= 0.5:
         raise ValueError(f"noise is a flip probability between 0 and 0.5, got {noise}")
+    if shops_per_hour is not None and not 1 <= shops_per_hour:
+        raise ValueError(f"shops_per_hour must be at least 1, got {shops_per_hour}")
 
 
 def _days(start: date, end: date) -> list[date]:
@@ -262,6 +218,10 @@ def generate_range(
     shops: int = 100,
     noise: float = 0.05,
     drift_from: date | None = None,
+    family: str = "demo",
+    drift_kind: str = "abrupt",
+    drift_days: int | None = None,
+    shops_per_hour: int | None = None,
 ) -> list[Path]:
     """Write one observation file (and sidecar) per day from ``start`` to ``end`` inclusive.
 
@@ -273,17 +233,23 @@ def generate_range(
         shops: How many shops (ids 1..shops).
         noise: Probability that an observed label is flipped.
         drift_from: From this date on, the drifted rule applies; None for no drift.
+        family: The rules (:data:`include.demo.rules.FAMILIES`); ``demo`` is the demo's.
+        drift_kind: ``abrupt``, ``gradual`` or ``recurring`` (see :class:`include.demo.scenario.Scenario`).
+        drift_days: Days of a gradual drift's transition or of a recurring concept's other rule (None: 2 and 7).
+        shops_per_hour: Only this many shops (random, per hour) report each hour; None: every shop.
 
     Returns:
         The CSV paths, one per day in date order, whether written now or already there with identical content.
     """
     schema = _schema()
-    _check_arguments(shops, noise, schema)
+    _check_arguments(shops, noise, shops_per_hour, schema)
+    scenario = Scenario(family=family, drift_from=drift_from, drift_kind=drift_kind, drift_days=drift_days)
     days = _days(start, end)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     layout = make_shops(seed, shops, schema)
-    return [_write_day(day, out, layout, schema, seed=seed, noise=noise, drift_from=drift_from) for day in days]
+    return [_write_day(day, out, layout, schema, seed=seed, noise=noise, scenario=scenario,
+                       shops_per_hour=shops_per_hour) for day in days]
 
 
 def read_meta(path: Path | str) -> dict:

@@ -4,7 +4,8 @@ For every ISO week (UTC) of event time in the topic: a fresh :func:`include.trai
 for several epochs on the week's training rows and evaluated on the week's held-out rows, the rows split as the
 incremental learner splits them (per mini-batch of the stream, the first 80 % train). It is the reference an
 incremental learner's end-of-week window accuracy is compared with: a learner within a point or two of it has
-learned what the week's data allows. Reads the topic from its earliest offsets with its own consumer group
+learned what the week's data allows. :func:`ceilings_of_rows` does the same on rows already in memory (the
+generalisation benchmark's streams). :func:`weekly_ceilings` reads the topic from its earliest offsets with its own consumer group
 (nothing is committed), trains nothing that is kept, writes nothing.
 """
 
@@ -41,17 +42,33 @@ def weekly_ceilings(settings: Settings, *, epochs: int = 20, seed: int = 0,
         seed: Initial weights and shuffling.
         max_records: Read at most this many records.
     """
-    from include.training.baseline import _fit
-
     schema = load_schema(settings.schema_name)
     x, y, times = _read(settings, schema, max_records)
     if len(y) == 0:
         return {}
-    train = split_rows(len(y), settings.batch_messages, 0.8)
     weeks = np.array([iso_week(t) for t in times])
+    return ceilings_of_rows(schema, x, y, weeks, batch_messages=settings.batch_messages, epochs=epochs, seed=seed)
+
+
+def ceilings_of_rows(schema: Any, x: np.ndarray, y: np.ndarray, groups: np.ndarray, *, batch_messages: int,
+                     epochs: int = 20, seed: int = 0) -> dict[str, dict[str, Any]]:
+    """Per group of rows (a week, usually): ``{"train_rows", "heldout_rows", "accuracy"}`` of a model trained on it.
+
+    Args:
+        schema: Decodes the rows' layout for the model.
+        x: Raw feature rows in stream order (:func:`include.training.decode.decode_batch`).
+        y: Their labels.
+        groups: One label per row (e.g. its ISO week); each group gets its own model.
+        batch_messages: The stream's mini-batch size: the rows are split 80/20 per mini-batch, as the learner does.
+        epochs: Passes over each group's training rows.
+        seed: Initial weights and shuffling.
+    """
+    from include.training.baseline import _fit
+
+    train = split_rows(len(y), batch_messages, 0.8)
     out: dict[str, dict[str, Any]] = {}
-    for week in sorted(set(weeks.tolist())):
-        in_week = weeks == week
+    for week in sorted(set(groups.tolist())):
+        in_week = groups == week
         tr, held = in_week & train, in_week & ~train
         if tr.sum() < 100 or held.sum() < 20:
             continue
