@@ -193,6 +193,14 @@ class IncrementalLearner:
             if var.name != "learning_rate":
                 var.assign(np.zeros(tuple(var.shape), dtype=var.dtype))
 
+    def compile(self) -> None:
+        """Trace and XLA-compile the chunk now (a call on no mini-batch: nothing is trained, measured or drawn), so
+        the first real chunk does not pay for it and a caller can time it apart."""
+        k_max, p = self.config.chunk_batches, self._rows_pad
+        zeros_i = np.zeros(k_max, dtype=np.int32)
+        self._chunk_fn(np.zeros((k_max, p, self.width), np.float32), np.zeros((k_max, p), np.float32),
+                       zeros_i, zeros_i, np.array(0, dtype=np.int32))
+
     def rehearse(self, batches: int) -> None:
         """Run ``batches`` x ``replay_steps`` replay steps on the buffer alone (replay mode; no rows are added,
         nothing is measured or counted)."""

@@ -1,35 +1,38 @@
-"""Reading ahead: the bounded reader's mini-batches come from a background thread through a bounded queue.
+"""Reading ahead: the bounded reader's fetches come from a background thread through a bounded queue.
 
-Owns: the trainer's reader thread. Reading (Python work per message) then overlaps the main thread's decoding,
-compiled training (which releases the GIL) and history writes. The thread only reads ahead in memory, at most
-``max_items`` mini-batches; it never commits an offset (offsets move only after a checkpoint, in the main thread)
-and never outlives :meth:`Prefetch.close`.
+Owns: the trainer's reader thread. Reading then overlaps the main thread's start-up (TensorFlow's import, the
+model, the compile), decoding, compiled training (which releases the GIL) and history writes. The thread only
+reads ahead in memory, at most ``max_items`` fetches; it never commits an offset (offsets move only after a
+checkpoint, in the main thread) and never outlives :meth:`Prefetch.close`.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
+import time
 from typing import Any, Iterator
-
-from include.kafka.reader import Message
 
 
 class Prefetch:
-    """Iterates ``source`` (the reader's mini-batches) in a background thread through a bounded queue.
+    """Iterates ``source`` (the reader's fetches) in a background thread through a bounded queue.
 
     An error in the thread is raised in the consumer's loop; :meth:`close` stops and joins the thread and must run
     before the reader's consumer is closed.
 
     Args:
-        source: The mini-batches, e.g. :meth:`include.kafka.reader.BoundedReader.batches`.
-        max_items: Mini-batches read ahead at most.
+        source: The fetches, e.g. :meth:`include.kafka.reader.BoundedReader.fetches`.
+        max_items: Fetches read ahead at most.
+
+    Attributes:
+        read_seconds: Time the thread spent getting items from ``source`` (reading), not waiting for room.
     """
 
     _END = object()
 
-    def __init__(self, source: Iterator[list[Message]], max_items: int) -> None:
+    def __init__(self, source: Iterator[Any], max_items: int) -> None:
         self._source = source
+        self.read_seconds = 0.0
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, max_items))
         self._stop = threading.Event()
         self._error: BaseException | None = None
@@ -48,16 +51,21 @@ class Prefetch:
 
     def _run(self) -> None:
         try:
+            clock = time.perf_counter()
             for item in self._source:
+                self.read_seconds += time.perf_counter() - clock
                 if not self._put(item):
                     break
+                clock = time.perf_counter()
+            else:
+                self.read_seconds += time.perf_counter() - clock
         except BaseException as exc:  # noqa: BLE001 - handed to the consuming thread
             self._error = exc
         finally:
             self._source.close()
             self._put(self._END)
 
-    def __iter__(self) -> Iterator[list[Message]]:
+    def __iter__(self) -> Iterator[Any]:
         while True:
             item = self._queue.get()
             if item is self._END:
