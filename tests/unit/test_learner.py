@@ -255,3 +255,24 @@ def test_mode_names_and_the_default_for_a_new_model():
     assert resolve_mode(None, old) == "single_pass"  # a model keeps its mode
     assert resolve_mode("seed", None) == "single_pass"
     assert resolve_mode("replay", old) == "replay"  # asked for: build_model_and_learner refuses the mismatch
+
+
+@pytest.mark.parametrize("mode", ["single_pass", "replay"])
+def test_compiling_up_front_changes_nothing(schema, mode):
+    """``compile()`` runs the chunk on no mini-batch: the weights, optimizer, window, buffer and draws stay as they were."""
+    cfg = LearnerConfig(mode=mode, replay_buffer=300, replay_steps=4, window_size=100, chunk_batches=4, seed=3)
+    x, y = make_rows(schema, 700, seed=5)
+    plain = build_model(schema, seed=4)
+    m_plain = IncrementalLearner(plain, cfg).process(x, y)
+
+    warmed = build_model(schema, seed=4)
+    learner = IncrementalLearner(warmed, cfg)
+    before = learner.get_state()
+    learner.compile()
+    after = learner.get_state()
+    assert before.keys() == after.keys()
+    for key in before:
+        np.testing.assert_array_equal(np.asarray(before[key]), np.asarray(after[key]))
+    assert learner.process(x, y) == m_plain
+    for a, b in zip(weights_of(plain), weights_of(warmed)):
+        np.testing.assert_array_equal(a, b)
