@@ -227,9 +227,9 @@ class Trainer:
 
     def _learner(self, loaded: LoadedCheckpoint | None) -> tuple[Any, Any]:
         """TensorFlow, the model (new or the checkpoint's) and its learner, compiled."""
-        from include.training.model import configure_tensorflow
-
         with self.timings.measure("TensorFlow and the model"):
+            from include.training.model import configure_tensorflow
+
             configure_tensorflow()
             model, learner = build_model_and_learner(self.schema, self.settings, self.options, loaded)
         with self.timings.measure("compile"):
