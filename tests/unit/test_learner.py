@@ -276,3 +276,21 @@ def test_compiling_up_front_changes_nothing(schema, mode):
     assert learner.process(x, y) == m_plain
     for a, b in zip(weights_of(plain), weights_of(warmed)):
         np.testing.assert_array_equal(a, b)
+
+
+def test_replay_steps_two_per_loop_iteration_are_the_same_steps(schema):
+    """The replay loop runs two steps per iteration (an even replay_steps): bit for bit what one per iteration does."""
+    cfg = LearnerConfig(mode="replay", replay_buffer=300, replay_steps=6, window_size=100, chunk_batches=4, seed=5)
+    assert IncrementalLearner(build_model(schema), cfg)._replay_unroll == 2
+    assert IncrementalLearner(build_model(schema), LearnerConfig(mode="replay", replay_steps=5))._replay_unroll == 1
+    x, y = make_rows(schema, 900, seed=2)
+    results = []
+    for unroll in (1, 2):
+        model = build_model(schema, seed=6)
+        learner = IncrementalLearner(model, cfg)
+        learner._replay_unroll = unroll  # read when the chunk is traced, at the first call
+        results.append((learner.process(x, y), weights_of(model), learner.get_state()["rng_counter"]))
+    (m1, w1, c1), (m2, w2, c2) = results
+    assert m1 == m2 and c1 == c2 == 54
+    for a, b in zip(w1, w2):
+        np.testing.assert_array_equal(a, b)
