@@ -29,6 +29,8 @@ STOP_TIMEOUT = "timeout"
 STOP_MAX_RECORDS = "max_records"
 STOP_MAX_SECONDS = "max_seconds"
 STOP_NOTHING_NEW = "nothing_new"
+# How long one poll waits for its messages: short, so a stream that ends mid-poll costs little.
+POLL_TIMEOUT_S = 0.1
 
 
 class OffsetError(RuntimeError):
@@ -130,11 +132,15 @@ class BoundedReader:
             return
         self._consumer.assign([TopicPartition(self.topic, p, plan.start[p]) for p in sorted(todo)])
         started = last_message = time.monotonic()
+        position = dict(plan.start)
         while todo:
             want = self._wanted(fetch_messages, started)
             if want is None:
                 break
-            polled = self._consumer.consume(num_messages=want, timeout=0.5)
+            # Never ask for more than can come (the offsets left; transaction markers among them are made up for by
+            # the partition-end events): a poll that asks for more waits out its whole timeout at the stream's end.
+            want = max(1, min(want, sum(plan.end[p] - position[p] for p in todo)))
+            polled = self._consumer.consume(num_messages=want, timeout=POLL_TIMEOUT_S)
             if not polled:
                 if time.monotonic() - last_message >= self.stream_timeout_s:
                     self.stop_reason = STOP_TIMEOUT
@@ -143,6 +149,7 @@ class BoundedReader:
             records = self._accept(polled, todo, plan)
             last_message = time.monotonic()
             if len(records):
+                position.update(records.next_offsets())
                 self.records += len(records)
                 yield records
         else:
