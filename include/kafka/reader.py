@@ -1,9 +1,11 @@
-"""Bounded reading of the observations topic in mini-batches, at explicit offsets.
+"""Bounded reading of the observations topic, at explicit offsets, a whole fetch at a time.
 
 The default reader: confluent-kafka with ``assign`` at the offsets the checkpoint says (never the group's
 position), auto-commit off, read_committed. A run reads up to the end offsets it saw at start, so producers
 writing during the run do not keep it alive, and stops earlier on a consumer timeout, a record limit or a
-time limit; :attr:`BoundedReader.stop_reason` says which.
+time limit; :attr:`BoundedReader.stop_reason` says which. :meth:`BoundedReader.fetches` hands over each poll as
+columns (:class:`include.kafka.records.Records`: no Python object per message; the trainer reads this way);
+:meth:`BoundedReader.batches` makes mini-batches of :class:`include.kafka.records.Message` for callers that want them.
 
 An offset that is no longer in the log (retention) or beyond its end (a recreated topic) is a clear error,
 never a silent reset. This module never commits offsets on its own: :meth:`BoundedReader.commit` is called
