@@ -23,7 +23,8 @@ from include import faults
 from include.kafka.dead_letters import DeadLetters
 from include.kafka.records import Records
 from include.schema import CsvSchema
-from include.training.decode import decode_batch
+from include.training.chunks import Fetched, Pending
+from include.training.decode import Decoded
 from include.training.drift import Detection, DriftMonitor
 from include.training.durability import Durability, Progress
 from include.training.history_rows import RunIdentity, batch_rows, drift_row
@@ -70,29 +71,26 @@ class ReadTrainLoop:
         self.chunk_messages, self.checkpoint_every_s = chunk_messages, checkpoint_every_s
         self.last_metrics: BatchMetrics | None = None
         self.timings = timings if timings is not None else StageTimes()
-        self._pending: list[Records] = []
-        self._pending_messages = 0
+        self._pending = Pending(schema)
         self._fetch_is_batch = False
         self._last_log = self._last_checkpoint = time.monotonic()
         self._started = time.perf_counter()
 
-    def run(self, fetches: Iterable[Records], *, fetch_is_batch: bool = False) -> None:
+    def run(self, fetches: Iterable[Records | Fetched], *, fetch_is_batch: bool = False) -> None:
         """Train on ``fetches`` a full chunk at a time; the last, partial chunk waits for :meth:`train_pending`.
 
         Args:
-            fetches: The messages, in consumption order.
+            fetches: The messages, in consumption order, decoded already or not.
             fetch_is_batch: Each fetch is one mini-batch (tensorflow-io's); otherwise mini-batches are cut every
                 ``batch_messages`` messages of the stream, whatever the fetches, and a chunk is exactly
                 ``chunk_messages`` messages.
         """
         self._fetch_is_batch = fetch_is_batch
         waited = time.perf_counter()
-        for records in fetches:
+        for fetched in fetches:
             self.timings.add("wait for reading", time.perf_counter() - waited)
-            if len(records):
-                self._pending.append(records)
-                self._pending_messages += len(records)
-            while self._pending_messages >= self.chunk_messages:
+            self._pending.add(fetched)
+            while self._pending.messages >= self.chunk_messages:
                 self.train_pending(limit=self.chunk_messages)
                 self._after_chunk()
             waited = time.perf_counter()
@@ -103,11 +101,11 @@ class ReadTrainLoop:
 
     def train_pending(self, limit: int | None = None) -> None:
         """Train on the messages gathered so far (the first ``limit`` of them when cutting by count), and record them."""
-        if not self._pending:
+        if not self._pending.parts:
             return
-        records, sizes = self._take(limit)
         clock = time.perf_counter()
-        x, y, good_sizes = self._decode(records, sizes)
+        records, sizes, decoded = self._take(limit)
+        x, y, good_sizes = self._dead_letter(records, sizes, decoded)
         self.timings.add("decode", time.perf_counter() - clock)
         clock = time.perf_counter()
         metrics, detections = self.drift.process(self.learner, x, y, good_sizes)
@@ -118,24 +116,17 @@ class ReadTrainLoop:
         self._record_detections(detections, first_row)
         self.summary.poison = self.dead_letters.count
 
-    def _take(self, limit: int | None) -> tuple[Records, list[int]]:
-        """The next chunk's messages and mini-batch sizes, taken from the pending ones."""
+    def _take(self, limit: int | None) -> tuple[Records, list[int], Decoded]:
+        """The next chunk's messages, mini-batch sizes and decoded rows, taken from the pending ones."""
         if self._fetch_is_batch:
-            sizes = [len(r) for r in self._pending]
-            records = Records.concat(self._pending)
-            self._pending, self._pending_messages = [], 0
-            return records, sizes
-        records = Records.concat(self._pending)
-        take = len(records) if limit is None else min(limit, len(records))
-        self._pending = [records.slice(take, len(records))] if take < len(records) else []
-        self._pending_messages = len(records) - take
-        if take < len(records):
-            records = records.slice(0, take)
-        return records, split_sizes(take, self.learner.config.batch_messages)
+            sizes = self._pending.sizes()
+            records, decoded = self._pending.take()
+            return records, sizes, decoded
+        records, decoded = self._pending.take(limit)
+        return records, split_sizes(len(records), self.learner.config.batch_messages), decoded
 
-    def _decode(self, records: Records, sizes: list[int]) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    def _dead_letter(self, records: Records, sizes: list[int], decoded: Decoded) -> tuple[np.ndarray, np.ndarray, list[int]]:
         """The chunk's rows, poison left out (and dead-lettered), with the good rows of every mini-batch."""
-        decoded = decode_batch(self.schema, records.values)
         for index, reason in decoded.errors:
             self.dead_letters.send(records.message(index), reason)
         if not decoded.errors:

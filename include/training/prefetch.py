@@ -11,7 +11,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 
 class Prefetch:
@@ -23,16 +23,20 @@ class Prefetch:
     Args:
         source: The fetches, e.g. :meth:`include.kafka.reader.BoundedReader.fetches`.
         max_items: Fetches read ahead at most.
+        prepare: Applied to each item in the thread (e.g. decoding it, :func:`include.training.chunks.decoder`).
 
     Attributes:
         read_seconds: Time the thread spent getting items from ``source`` (reading), not waiting for room.
+        prepare_seconds: Time the thread spent in ``prepare``.
     """
 
     _END = object()
 
-    def __init__(self, source: Iterator[Any], max_items: int) -> None:
+    def __init__(self, source: Iterator[Any], max_items: int, prepare: Callable[[Any], Any] | None = None) -> None:
         self._source = source
+        self._prepare = prepare
         self.read_seconds = 0.0
+        self.prepare_seconds = 0.0
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, max_items))
         self._stop = threading.Event()
         self._error: BaseException | None = None
@@ -54,6 +58,10 @@ class Prefetch:
             clock = time.perf_counter()
             for item in self._source:
                 self.read_seconds += time.perf_counter() - clock
+                if self._prepare is not None:
+                    clock = time.perf_counter()
+                    item = self._prepare(item)
+                    self.prepare_seconds += time.perf_counter() - clock
                 if not self._put(item):
                     break
                 clock = time.perf_counter()

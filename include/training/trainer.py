@@ -48,6 +48,7 @@ from include.kafka.tfio_reader import TfioReader
 from include.schema import load_schema
 from include.settings import Settings, get_settings
 from include.training.checkpoint import CheckpointStore, LoadedCheckpoint
+from include.training.chunks import Fetched, decoder
 from include.training.durability import Durability, Progress
 from include.training.history_rows import RunHistory, RunIdentity, finite, int_offsets, jsonable_offsets
 from include.training.lock import trainer_lock
@@ -221,6 +222,7 @@ class Trainer:
             fetches.close()  # before the reader's consumer is closed
         if isinstance(fetches, Prefetch):
             self.timings.add("read (reader thread, overlapping)", fetches.read_seconds)
+            self.timings.add("decode (reader thread, overlapping)", fetches.prepare_seconds)
         loop.train_pending()
         progress.next_offsets = source.next_offsets_after(progress.next_offsets)
         self._finish(loop, durability, source.stop_reason)
@@ -242,16 +244,17 @@ class Trainer:
                              "use the confluent reader")
 
     def _open_fetches(self, clients: KafkaClients, plan: ReadPlan,
-                      reader: BoundedReader) -> tuple[BoundedReader | TfioReader, Iterator[Records]]:
+                      reader: BoundedReader) -> tuple[BoundedReader | TfioReader, Iterator[Records | Fetched]]:
         """The reader that says where the run stopped, and its fetches (closable; close before the reader)."""
         if self.options.reader == "tfio":
             tfio = TfioReader(clients, self.settings.topic, self.settings.consumer_group, plan.start,
                               batch_messages=self.settings.batch_messages,
                               stream_timeout_s=self.settings.stream_timeout_s, commit=reader.commit)
             return tfio, tfio.fetches()
-        # Read ahead in a thread, so reading overlaps start-up, decoding, training and history writes.
+        # Read and decode ahead in a thread, so both overlap start-up, training and history writes.
         fetch = self.settings.batch_messages * self.options.chunk_batches
-        return reader, Prefetch(reader.fetches(fetch), max_items=max(4, READ_AHEAD_MESSAGES // fetch))
+        return reader, Prefetch(reader.fetches(fetch), max_items=max(4, READ_AHEAD_MESSAGES // fetch),
+                                prepare=decoder(self.schema))
 
     def _finish(self, loop: ReadTrainLoop, durability: Durability, stop_reason: str | None) -> None:
         """Complete the summary and make the rest durable (or only record the run when nothing moved)."""

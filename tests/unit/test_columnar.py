@@ -15,9 +15,11 @@ from typing import Any
 import numpy as np
 from confluent_kafka import KafkaError
 
+from include.demo.reference import BLOG_FILE
 from include.kafka.reader import BoundedReader, ReadPlan
 from include.kafka.records import Message, Records
 from include.schema import load_schema
+from include.training.chunks import decoder
 from include.training.durability import Progress
 from include.training.history_rows import RunIdentity, batch_rows, finite, jsonable_offsets
 from include.training.learner_config import BatchMetrics, split_sizes
@@ -25,6 +27,8 @@ from include.training.loop import ReadTrainLoop
 from include.training.options import TrainSummary
 
 GOOD_ROW = b"1,2,7,8,1,1,38,11,1,2,40,6,11,24"
+# The author's rows (they differ), so rows shifted between mini-batches would change the metrics.
+ROWS = [r for r in BLOG_FILE.read_bytes().lstrip(b"\xef\xbb\xbf").split(b"\r\n")[:500] if r.count(b",") == 13]
 
 
 # --- fakes of confluent-kafka's messages and consumer ---------------------------------------------------------
@@ -147,7 +151,8 @@ def stream(seed: int = 7) -> tuple[list[list[FakeMsg]], ReadPlan]:
         next_off[p] += rng.choice([1, 1, 1, 1, 2, 3])  # gaps: transaction markers and aborted records
         off = next_off[p] - 1
         kind = rng.random()
-        value = GOOD_ROW if kind > 0.06 else rng.choice([b"garbage", b"", None, b"1,2", b"\xff\xfe,1,1,1,1"])
+        good = ROWS[(off * 7 + p) % len(ROWS)]
+        value = good if kind > 0.06 else rng.choice([b"garbage", b"", None, b"1,2", b"\xff\xfe,1,1,1,1"])
         ts = None if rng.random() < 0.1 else 1_700_000_000_000 + off * 1000 + p
         msgs.append(FakeMsg(p, off, value, ts))
         if rng.random() < 0.01:
@@ -213,17 +218,20 @@ class FakeLearner:
 
 
 class FakeDrift:
-    """Metrics that depend on the mini-batch's position and good rows, so a shifted cut would show."""
+    """Metrics that depend on the mini-batch's position, good rows and their values, so a shifted cut would show."""
 
     def __init__(self) -> None:
         self.calls = 0
         self.seen_rows = 0
 
     def process(self, learner, x, y, sizes):
+        self.chunk_start = self.seen_rows
         out = []
         for s in sizes:
+            rows = slice(self.seen_rows - self.chunk_start, self.seen_rows - self.chunk_start + s)
             out.append(BatchMetrics(index=self.calls, n=s, n_train=int(s * 0.8), n_eval=s - int(s * 0.8),
-                                    loss=0.1 * self.calls, train_accuracy=float("nan"), window_accuracy=s / 100,
+                                    loss=float(x[rows].sum() + y[rows].sum()), train_accuracy=float("nan"),
+                                    window_accuracy=s / 100,
                                     prequential_accuracy=self.seen_rows / 1e5, window_size_now=0))
             self.calls += 1
             self.seen_rows += s
@@ -313,9 +321,12 @@ def test_the_loop_cuts_the_same_mini_batches_rows_offsets_and_dead_letters_as_th
     fetches, messages, plan = accepted_stream()
     # Old: the reader cut mini-batches of 100 over the accepted stream; the last one shorter.
     batches = [messages[i:i + 100] for i in range(0, len(messages), 100)]
-    for chunk_batches in (1, 3, 64):
+    decode = decoder(load_schema("blog_drift"))
+    for chunk_batches, predecoded in ((1, False), (3, False), (64, False), (1, True), (3, True), (64, True)):
         rows_old, offsets_old, dead_old = old_loop(batches, chunk_batches, plan.start)
-        rows_new, offsets_new, dead_new, summary = new_loop(fetches, chunk_batches, plan.start)
+        # Decoded in the reader thread a fetch at a time, or by the loop a chunk at a time: the same.
+        given = [decode(f) for f in fetches] if predecoded else fetches
+        rows_new, offsets_new, dead_new, summary = new_loop(given, chunk_batches, plan.start)
         assert rows_new == rows_old
         assert offsets_new == offsets_old
         assert dead_new == dead_old and dead_old  # poison went to the dead letters, same messages, same reasons
