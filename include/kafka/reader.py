@@ -71,6 +71,7 @@ class BoundedReader:
     # by :meth:`batches` (or was a transaction marker or aborted data, which is never delivered).
     drained: dict[int, int] = field(default_factory=dict)
     _consumer: Any = field(default=None, repr=False)
+    _assigned: bool = field(default=False, repr=False)
     plan: ReadPlan | None = None
 
     # -- set-up --------------------------------------------------------------------------------------------
@@ -125,14 +126,11 @@ class BoundedReader:
         No Python object per message: values, partitions, offsets and timestamps come as columns, so a caller cuts
         mini-batches and finds their offsets with numpy. Fetch boundaries mean nothing: the caller cuts.
         """
-        from confluent_kafka import TopicPartition
-
-        plan = self.plan or self.open()
-        todo = {p for p in plan.start if plan.start[p] < plan.end[p]}
+        todo = self.start()
         if not todo:
             self.stop_reason = STOP_NOTHING_NEW
             return
-        self._consumer.assign([TopicPartition(self.topic, p, plan.start[p]) for p in sorted(todo)])
+        plan = self.plan
         started = last_message = time.monotonic()
         position = dict(plan.start)
         while todo:
@@ -158,6 +156,18 @@ class BoundedReader:
             self.stop_reason = STOP_END_OFFSETS
         if self.stop_reason is None:
             self.stop_reason = STOP_END_OFFSETS
+
+    def start(self) -> set[int]:
+        """Assign the partitions with something to read at their start offsets (once): from then on the client
+        fetches them in its own threads, ahead of :meth:`fetches`. The partitions to read."""
+        from confluent_kafka import TopicPartition
+
+        plan = self.plan or self.open()
+        todo = {p for p in plan.start if plan.start[p] < plan.end[p]}
+        if todo and not self._assigned:
+            self._consumer.assign([TopicPartition(self.topic, p, plan.start[p]) for p in sorted(todo)])
+            self._assigned = True
+        return todo
 
     def batches(self, batch_messages: int) -> Iterator[list[Message]]:
         """Mini-batches of ``batch_messages`` messages in consumption order; the last one may be shorter.

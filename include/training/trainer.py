@@ -204,10 +204,13 @@ class Trainer:
         meta = loaded.meta if loaded is not None else {}
         progress = Progress.resumed(plan.start, meta, register=self.options.register, history=self.history)
         dead_letters = DeadLetters(clients, self.settings.dlq_topic, self.settings.topic)
-        # Reading starts first, in a thread: it overlaps TensorFlow's import, the model and the compile.
+        # The client fetches in its own threads while TensorFlow is imported and the learner compiled; the reader
+        # thread (Python: it would slow the import, which holds the interpreter) starts after, beside training.
+        if self.options.reader != "tfio":
+            reader.start()
+        model, learner = self._learner(loaded)
         source, fetches = self._open_fetches(clients, plan, reader)
         try:
-            model, learner = self._learner(loaded)
             drift = resume_drift_monitor(self.options, meta, learner)
             durability = Durability(store, self.history, reader, dead_letters, model=model, learner=learner,
                                     drift=drift, topic_id=plan.topic_id,
