@@ -4,14 +4,16 @@ One run, in order (:meth:`Trainer.run` reads the same way):
 
 1. Take the trainer lock (:mod:`include.training.lock`): a second concurrent trainer fails fast and changes
    nothing. Runs of this model still marked running belong to crashed trainers and are marked failed.
-2. Load the newest valid checkpoint (:mod:`include.training.checkpoint`): model + optimizer, learner state
-   (evaluation window, replay buffer), the next offset of every partition, counters. Finish what a crashed
-   predecessor left (:mod:`include.training.resume`): write the history rows the checkpoint carries and commit
-   its offsets to the consumer group (both idempotent).
-3. Read mini-batches from those offsets up to the end offsets seen at start (or a timeout / record / time limit),
-   with :class:`include.kafka.reader.BoundedReader` read ahead in a thread (:mod:`include.training.prefetch`) or
-   with tensorflow-io (:mod:`include.kafka.tfio_reader`); decode them a chunk at a time, dead-letter poison
-   messages, train with the compiled learner (:mod:`include.training.loop`).
+2. Load the newest valid checkpoint (:mod:`include.training.checkpoint`): learner state (evaluation window, replay
+   buffer), the next offset of every partition, counters; its model + optimizer (TensorFlow) only once there is
+   something to train, so a run with nothing new never imports TensorFlow. Finish what a crashed predecessor left
+   (:mod:`include.training.resume`): write the history rows the checkpoint carries and commit its offsets to the
+   consumer group (both idempotent).
+3. Read from those offsets up to the end offsets seen at start (or a timeout / record / time limit), with
+   :class:`include.kafka.reader.BoundedReader` (whole fetches as columns, fetched by the client while TensorFlow is
+   imported, then read and decoded ahead in a thread: :mod:`include.training.prefetch`) or with tensorflow-io
+   (:mod:`include.kafka.tfio_reader`); cut mini-batches and chunks, dead-letter poison messages, train with the
+   compiled learner (:mod:`include.training.loop`). The summary's ``timings`` say where the time went.
 4. Make progress durable (:mod:`include.training.durability`) in this order: dead letters flushed, checkpoint
    bundle (atomic; it carries the mini-batches' history rows and drift events), history rows, drift events and
    checkpoint record upserted, offsets committed to the group. A crash anywhere leaves the previous checkpoint or
