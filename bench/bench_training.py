@@ -205,15 +205,17 @@ def _split_row(label: str, run: dict) -> str:
     t = s.get("timings") or {}
     cells = [f"{run['wall'] - s['seconds']:.2f}"] + [f"{t[k]:.2f}" if k in t else "-" for k in STAGES]
     rest = s["seconds"] - sum(t.get(k, 0.0) for k in STAGES)
-    read = t.get("read (reader thread, overlapping)")
+    thread = [t.get(f"{k} (reader thread, overlapping)") for k in ("read", "decode")]
     return (f"| {label} | {' | '.join(cells)} | {rest:.2f} | {s['seconds']:.2f} | "
-            f"{'-' if read is None else f'{read:.2f}'} |")
+            + " | ".join("-" if v is None else f"{v:.2f}" for v in thread) + " |")
 
 
 def _trainer_row(label: str, run: dict, seed_rps: float | None) -> str:
     s = run["summary"]
     ratio = f"**{s['records_per_s'] / seed_rps:,.0f}x**" if seed_rps else "-"
-    return (f"| {label} | {s['records']:,} | {s['seconds']:.1f} | **{s['records_per_s']:,.0f}** | {ratio} | "
+    low, high = run.get("range", (s["seconds"], s["seconds"]))
+    spread = f" ({low:.1f}-{high:.1f})" if high > low else ""
+    return (f"| {label} | {s['records']:,} | {s['seconds']:.1f}{spread} | **{s['records_per_s']:,.0f}** | {ratio} | "
             f"{s['window_accuracy']:.3f} |")
 
 
@@ -237,7 +239,9 @@ def render(args, info: dict, seed: dict, runs: dict, curve_fast: list[float], rs
         "also 128 steps of 32 drawn from the newest 4,000 training rows), window of the latest 1,000 held-out rows "
         "evaluated after every mini-batch; same initial model (seed 0)",
         "- Trainer rows: `python -m include train` as its own process, whole run (lock, set-up, TensorFlow's import, "
-        "model, XLA compile, read, decode, train, evaluate, history, checkpoint); interpreter start and imports apart",
+        "model, XLA compile, read, decode, train, evaluate, history, checkpoint); interpreter start and imports apart"
+        + (f"; the median of {args.repeat} runs of each kind, this code's and the other's alternating (range of "
+           "seconds in brackets)" if args.repeat > 1 else ""),
         "",
         "| path | records | seconds | records/s | vs seed loop | final window acc. |",
         "|---|---:|---:|---:|---:|---:|",
@@ -270,11 +274,13 @@ def render(args, info: dict, seed: dict, runs: dict, curve_fast: list[float], rs
         "",
         "## Where the time goes (seconds)",
         "",
-        "Main thread stages add up to the run; reading runs in its own thread from the start (it overlaps "
-        "TensorFlow's import, the compile and training), and `wait for reading` is the main thread waiting for it.",
+        "Main thread stages add up to the run (`decode` there: cutting chunks from the decoded fetches, dead "
+        "letters). The Kafka client fetches in its own threads during TensorFlow's import; the reader thread reads "
+        "and decodes from the compile on, beside training (its seconds overlap the main thread's), and `wait for "
+        "reading` is the main thread waiting for it. `imports`: interpreter start, imports and exit, outside the run.",
         "",
-        "| run | imports | " + " | ".join(STAGES) + " | other | run total | read (thread) |",
-        "|---|" + "---:|" * (len(STAGES) + 4),
+        "| run | imports | " + " | ".join(STAGES) + " | other | run total | read (thread) | decode (thread) |",
+        "|---|" + "---:|" * (len(STAGES) + 5),
         _split_row("`--mode single_pass`", fast),
         _split_row("`--mode replay`", replay),
         _split_row("nothing new", idle),
@@ -296,6 +302,16 @@ def render(args, info: dict, seed: dict, runs: dict, curve_fast: list[float], rs
             f"(produced at {rss['produce_rps']:,.0f} records/s).",
         ]
     return "\n".join(lines) + "\n"
+
+
+def median_runs(repeats: list[dict]) -> dict:
+    """Per kind of run, the run with the median seconds (with the range of all, under ``range``)."""
+    out = {}
+    for kind in repeats[0]:
+        ordered = sorted((r[kind] for r in repeats), key=lambda run: run["summary"]["seconds"])
+        out[kind] = {**ordered[len(ordered) // 2],
+                     "range": (ordered[0]["summary"]["seconds"], ordered[-1]["summary"]["seconds"])}
+    return out
 
 
 def trainer_runs(args, topic: str, work: Path, project: Path, tag: str) -> dict:
@@ -324,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rss-records", type=int, default=10_000_000)
     parser.add_argument("--compare-with", type=Path, help="a checkout of another commit: its trainer runs too")
     parser.add_argument("--compare-label", default="main", help="what --compare-with is, in the report")
+    parser.add_argument("--repeat", type=int, default=1, help="trainer runs of each kind (alternating); medians shown")
     parser.add_argument("--bootstrap", default=get_settings().kafka_bootstrap_servers)
     parser.add_argument("--data", type=Path, default=BLOG_FILE)
     parser.add_argument("--out", type=Path, default=PROJECT / "bench" / "results" / "training.md")
@@ -350,10 +367,17 @@ def main(argv: list[str] | None = None) -> int:
         seed = seed_loop(args.bootstrap, topic, args.seed_records)
         print(f"  {seed['records']:,} records in {seed['seconds']:.1f} s: {seed['rps']:,.0f} records/s", flush=True)
 
-        runs = trainer_runs(args, topic, work, PROJECT, "this")
-        if args.compare_with:
-            runs["before"] = trainer_runs(args, topic, work, args.compare_with.resolve(), "before")
-        curve_fast = first_window_curve(work / "this-single_pass", len(seed["curve"]))
+        # Alternating this code's runs and the other checkout's, --repeat times: the load of a shared machine then
+        # falls on both alike, and the median run of each is reported.
+        this, other = [], []
+        for r in range(args.repeat):
+            this.append(trainer_runs(args, topic, work / f"r{r}", PROJECT, "this"))
+            if args.compare_with:
+                other.append(trainer_runs(args, topic, work / f"r{r}", args.compare_with.resolve(), "before"))
+        runs = median_runs(this)
+        if other:
+            runs["before"] = median_runs(other)
+        curve_fast = first_window_curve(work / "r0" / "this-single_pass", len(seed["curve"]))
 
         if args.rss:
             rss_topic = f"bench-training-rss-{run}"
