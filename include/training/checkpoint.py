@@ -136,7 +136,9 @@ class CheckpointStore:
             **{k: _jsonable(v) for k, v in meta.items()},
             "sha256": {name: hashlib.sha256(data).hexdigest() for name, data in members.items()},
         }
-        members[META_MEMBER] = json.dumps(full_meta, indent=2, sort_keys=True).encode("utf-8")
+        # No indent: with one, json falls back to its pure-Python encoder, ~0.4 s for the 5,000 history rows a
+        # checkpoint may carry (the C encoder takes a tenth of that).
+        members[META_MEMBER] = json.dumps(full_meta, sort_keys=True).encode("utf-8")
 
         name = f"ckpt-{seq:08d}-{checkpoint_id}.bundle"
         final = self.directory / name
