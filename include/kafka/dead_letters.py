@@ -14,7 +14,7 @@ import json
 from typing import Any
 
 from include.kafka.clients import KafkaClients
-from include.kafka.reader import Message
+from include.kafka.records import Message
 
 
 class DeadLetters:

@@ -1,9 +1,11 @@
-"""Bounded reading of the observations topic in mini-batches, at explicit offsets.
+"""Bounded reading of the observations topic, at explicit offsets, a whole fetch at a time.
 
 The default reader: confluent-kafka with ``assign`` at the offsets the checkpoint says (never the group's
 position), auto-commit off, read_committed. A run reads up to the end offsets it saw at start, so producers
 writing during the run do not keep it alive, and stops earlier on a consumer timeout, a record limit or a
-time limit; :attr:`BoundedReader.stop_reason` says which.
+time limit; :attr:`BoundedReader.stop_reason` says which. :meth:`BoundedReader.fetches` hands over each poll as
+columns (:class:`include.kafka.records.Records`: no Python object per message; the trainer reads this way);
+:meth:`BoundedReader.batches` makes mini-batches of :class:`include.kafka.records.Message` for callers that want them.
 
 An offset that is no longer in the log (retention) or beyond its end (a recreated topic) is a clear error,
 never a silent reset. This module never commits offsets on its own: :meth:`BoundedReader.commit` is called
@@ -17,7 +19,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping
 
+import numpy as np
+
 from include.kafka.clients import KafkaClients
+from include.kafka.records import Message, Records
 
 log = logging.getLogger(__name__)
 
@@ -26,18 +31,12 @@ STOP_TIMEOUT = "timeout"
 STOP_MAX_RECORDS = "max_records"
 STOP_MAX_SECONDS = "max_seconds"
 STOP_NOTHING_NEW = "nothing_new"
+# How long one poll waits for its messages: short, so a stream that ends mid-poll costs little.
+POLL_TIMEOUT_S = 0.1
 
 
 class OffsetError(RuntimeError):
     """The saved offsets do not fit the topic as it is now (retention, recreated topic)."""
-
-
-@dataclass
-class Message:
-    partition: int
-    offset: int
-    value: bytes | None
-    timestamp_ms: int | None
 
 
 @dataclass
@@ -72,6 +71,7 @@ class BoundedReader:
     # by :meth:`batches` (or was a transaction marker or aborted data, which is never delivered).
     drained: dict[int, int] = field(default_factory=dict)
     _consumer: Any = field(default=None, repr=False)
+    _assigned: bool = field(default=False, repr=False)
     plan: ReadPlan | None = None
 
     # -- set-up --------------------------------------------------------------------------------------------
@@ -120,87 +120,148 @@ class BoundedReader:
         return self.plan
 
     # -- reading -------------------------------------------------------------------------------------------
-    def batches(self, batch_messages: int) -> Iterator[list[Message]]:
-        """Mini-batches of ``batch_messages`` messages in consumption order; the last one may be shorter."""
-        from confluent_kafka import TopicPartition
+    def fetches(self, fetch_messages: int) -> Iterator[Records]:
+        """The data messages in consumption order, as one :class:`Records` per fetch of at most ``fetch_messages``.
 
-        plan = self.plan or self.open()
-        todo = {p for p in plan.start if plan.start[p] < plan.end[p]}
+        No Python object per message: values, partitions, offsets and timestamps come as columns, so a caller cuts
+        mini-batches and finds their offsets with numpy. Fetch boundaries mean nothing: the caller cuts.
+        """
+        todo = self.start()
         if not todo:
             self.stop_reason = STOP_NOTHING_NEW
             return
-        self._consumer.assign([TopicPartition(self.topic, p, plan.start[p]) for p in sorted(todo)])
+        plan = self.plan
         started = last_message = time.monotonic()
-        pending: list[Message] = []
+        position = dict(plan.start)
         while todo:
-            want = self._wanted(batch_messages, started, len(pending))
+            want = self._wanted(fetch_messages, started)
             if want is None:
                 break
-            polled = self._consumer.consume(num_messages=want, timeout=0.5)
+            # Never ask for more than can come (the offsets left; transaction markers among them are made up for by
+            # the partition-end events): a poll that asks for more waits out its whole timeout at the stream's end.
+            want = max(1, min(want, sum(plan.end[p] - position[p] for p in todo)))
+            polled = self._consumer.consume(num_messages=want, timeout=POLL_TIMEOUT_S)
             if not polled:
                 if time.monotonic() - last_message >= self.stream_timeout_s:
                     self.stop_reason = STOP_TIMEOUT
                     break
                 continue
-            pending.extend(self._accept(polled, todo, plan))
+            records = self._accept(polled, todo, plan)
             last_message = time.monotonic()
-            while len(pending) >= batch_messages:
-                chunk, pending = pending[:batch_messages], pending[batch_messages:]
-                self.records += len(chunk)
-                yield chunk
+            if len(records):
+                position.update(records.next_offsets())
+                self.records += len(records)
+                yield records
         else:
             self.stop_reason = STOP_END_OFFSETS
-        if pending:
-            self.records += len(pending)
-            yield pending
         if self.stop_reason is None:
             self.stop_reason = STOP_END_OFFSETS
 
-    def _wanted(self, batch_messages: int, started: float, pending: int) -> int | None:
+    def start(self) -> set[int]:
+        """Assign the partitions with something to read at their start offsets (once): from then on the client
+        fetches them in its own threads, ahead of :meth:`fetches`. The partitions to read."""
+        from confluent_kafka import TopicPartition
+
+        plan = self.plan or self.open()
+        todo = {p for p in plan.start if plan.start[p] < plan.end[p]}
+        if todo and not self._assigned:
+            self._consumer.assign([TopicPartition(self.topic, p, plan.start[p]) for p in sorted(todo)])
+            self._assigned = True
+        return todo
+
+    def batches(self, batch_messages: int) -> Iterator[list[Message]]:
+        """Mini-batches of ``batch_messages`` messages in consumption order; the last one may be shorter.
+
+        For callers that want message objects; the trainer reads :meth:`fetches`.
+        """
+        pending: list[Message] = []
+        for records in self.fetches(batch_messages * 20):
+            pending.extend(records.messages())
+            while len(pending) >= batch_messages:
+                chunk, pending = pending[:batch_messages], pending[batch_messages:]
+                yield chunk
+        if pending:
+            yield pending
+
+    def _wanted(self, fetch_messages: int, started: float) -> int | None:
         """How many messages to ask the next poll for; None (and :attr:`stop_reason` set) when a limit is reached."""
         if self.max_seconds is not None and time.monotonic() - started >= self.max_seconds:
             self.stop_reason = STOP_MAX_SECONDS
             return None
-        want = batch_messages * 20
+        want = fetch_messages
         if self.max_records is not None:
-            want = min(want, self.max_records - self.records - pending)
+            want = min(want, self.max_records - self.records)
             if want <= 0:
                 self.stop_reason = STOP_MAX_RECORDS
                 return None
         return want
 
-    def _accept(self, polled: list[Any], todo: set[int], plan: ReadPlan) -> list[Message]:
+    def _accept(self, polled: list[Any], todo: set[int], plan: ReadPlan) -> Records:
         """The data messages of one poll below the end offsets seen at start; partitions read to that end leave
-        ``todo``. Raises on an offset that fell out of the log and on any other consumer error."""
-        from confluent_kafka import KafkaError, TopicPartition
+        ``todo``. Raises on an offset that fell out of the log and on any other consumer error.
 
-        accepted: list[Message] = []
-        for msg in polled:
-            err = msg.error()
-            if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
-                    # The end of what is readable now. Past the last data message there may be only a
-                    # transaction marker, which is never delivered: the position tells.
-                    if msg.partition() in todo and msg.offset() >= plan.end[msg.partition()]:
-                        self._drain(todo, msg.partition())
-                    continue
-                if err.code() == KafkaError._AUTO_OFFSET_RESET or "out of range" in str(err).lower():
-                    raise OffsetError(f"{self.topic}[{msg.partition()}]: {err}; offsets fell out of the log")
+        Column by column (one pass per field, no object per message); the per-partition rules are numpy work.
+        """
+        errors = [msg.error() for msg in polled]
+        ends: list[int] = []
+        if any(err is not None for err in errors):
+            polled, ends = self._events(polled, errors, todo, plan)
+        n = len(polled)
+        partitions = np.fromiter([msg.partition() for msg in polled], np.int32, n)
+        offsets = np.fromiter([msg.offset() for msg in polled], np.int64, n)
+        keep = self._keep(partitions, offsets, todo, plan)
+        if not keep.all():
+            polled = [msg for msg, k in zip(polled, keep.tolist()) if k]
+            partitions, offsets = partitions[keep], offsets[keep]
+        for p in ends:  # after the messages before them
+            if p in todo:
+                self._drain(todo, p)
+        stamps = np.array([msg.timestamp() for msg in polled], dtype=np.int64).reshape(len(polled), 2)
+        timed = stamps[:, 0] != 0  # TIMESTAMP_NOT_AVAILABLE
+        return Records([msg.value() for msg in polled], partitions, offsets, np.where(timed, stamps[:, 1], 0), timed)
+
+    def _events(self, polled: list[Any], errors: list[Any], todo: set[int],
+                plan: ReadPlan) -> tuple[list[Any], list[int]]:
+        """The poll's data messages, and the partitions whose end (seen at start) it reached; raises on an error."""
+        from confluent_kafka import KafkaError
+
+        data, ends = [], []
+        for msg, err in zip(polled, errors):
+            if err is None:
+                data.append(msg)
+            elif err.code() == KafkaError._PARTITION_EOF:
+                # The end of what is readable now. Past the last data message there may be only a
+                # transaction marker, which is never delivered: the position tells.
+                if msg.partition() in todo and msg.offset() >= plan.end[msg.partition()]:
+                    ends.append(msg.partition())
+            elif err.code() == KafkaError._AUTO_OFFSET_RESET or "out of range" in str(err).lower():
+                raise OffsetError(f"{self.topic}[{msg.partition()}]: {err}; offsets fell out of the log")
+            else:
                 raise RuntimeError(f"consuming {self.topic}: {err}")
-            p = msg.partition()
+        return data, ends
+
+    def _keep(self, partitions: np.ndarray, offsets: np.ndarray, todo: set[int], plan: ReadPlan) -> np.ndarray:
+        """Which messages of a poll to deliver: those of partitions still to read, below the end seen at start.
+
+        A message at the last offset before the end drains its partition; one at or past the end (the partition's
+        first in this poll past it) drains it too and unassigns it, leaving the rest for the next run.
+        """
+        from confluent_kafka import TopicPartition
+
+        keep = np.zeros(partitions.size, dtype=bool)
+        for p in np.unique(partitions).tolist():
             if p not in todo:
                 continue
-            offset = msg.offset()
-            if offset >= plan.end[p]:
+            mine = partitions == p
+            below = mine & (offsets < plan.end[p])
+            keep |= below
+            if below.any() and int(offsets[below].max()) + 1 >= plan.end[p]:
+                self._drain(todo, p)
+            elif (mine & ~below).any():
                 # Past the end seen at start: leave it for the next run.
                 self._drain(todo, p)
                 self._consumer.incremental_unassign([TopicPartition(self.topic, p)])
-                continue
-            ts_type, ts = msg.timestamp()
-            accepted.append(Message(p, offset, msg.value(), ts if ts_type else None))
-            if offset + 1 >= plan.end[p]:
-                self._drain(todo, p)
-        return accepted
+        return keep
 
     def _drain(self, todo: set[int], partition: int) -> None:
         """``partition`` is read to the end seen at start."""

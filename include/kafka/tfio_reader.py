@@ -9,8 +9,8 @@ limit, no stop at the start's end offsets) and supports one-partition topics onl
 (the next run re-commits the checkpoint's offsets), but per-mini-batch history rows carry no offsets and are keyed
 by run, so a retried run adds rows rather than replacing them.
 
-Owns: turning the dataset's mini-batches into :class:`include.kafka.reader.Message` lists and reading the group's
-position at the end. The dataset itself is built by :meth:`include.kafka.clients.KafkaClients.tfio_batch_dataset`.
+Owns: turning the dataset's mini-batches into :class:`include.kafka.records.Records` (one per mini-batch) and
+reading the group's position at the end. The dataset itself is built by :meth:`include.kafka.clients.KafkaClients.tfio_batch_dataset`.
 Never decodes a value and never commits on its own initiative beyond the start position it is given.
 """
 
@@ -19,7 +19,8 @@ from __future__ import annotations
 from typing import Callable, Iterator, Mapping
 
 from include.kafka.clients import KafkaClients
-from include.kafka.reader import STOP_TIMEOUT, Message
+from include.kafka.reader import STOP_TIMEOUT
+from include.kafka.records import NO_OFFSET, Records
 
 
 class TfioReader:
@@ -57,8 +58,9 @@ class TfioReader:
         self.records = 0
         self.next_offsets: dict[int, int] = {}
 
-    def batches(self) -> Iterator[list[Message]]:
-        """Mini-batches until the stream timeout; messages carry offset -1 (tfio does not expose offsets)."""
+    def fetches(self) -> Iterator[Records]:
+        """Mini-batches, one :class:`Records` each, until the stream timeout; messages carry offset
+        :data:`include.kafka.records.NO_OFFSET` (tfio does not expose offsets) and no timestamp."""
         # Start exactly at the checkpoint: tfio starts from the group's committed offset.
         self._commit(self.start)
         dataset = self.clients.tfio_batch_dataset(self.topic, self.group_id, batch_messages=self.batch_messages,
@@ -67,9 +69,9 @@ class TfioReader:
             values = [v for v, _k in mini.batch(max(self.batch_messages, 1) * 100).take(1).as_numpy_iterator()]
             if not values:
                 continue
-            batch = [Message(self.partition, -1, bytes(v), None) for v in values[0]]
+            batch = [bytes(v) for v in values[0]]
             self.records += len(batch)
-            yield batch
+            yield Records.of(batch, [self.partition] * len(batch), [NO_OFFSET] * len(batch))
         # tfio read to the stream timeout, so the group's committed offset is the end of what it read.
         self.next_offsets = {self.partition: max(self._group_position(), self.start[self.partition])}
         self.stop_reason = STOP_TIMEOUT

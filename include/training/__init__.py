@@ -10,8 +10,9 @@ Where to start: :mod:`include.training.trainer` runs one task top to bottom. Its
 - :mod:`~include.training.options`: what a run is asked (``TrainOptions``) and reports (``TrainSummary``).
 - :mod:`~include.training.lock`: one trainer per model folder.
 - :mod:`~include.training.resume`: finish a crashed predecessor's work, check and rebuild model + learner.
-- :mod:`~include.training.loop`: mini-batches -> decode, dead-letter, learn, history rows, next offsets.
-- :mod:`~include.training.prefetch`: the bounded reader read ahead in a thread.
+- :mod:`~include.training.loop`: fetches -> mini-batches, dead-letter, learn, history rows, next offsets.
+- :mod:`~include.training.chunks`: the fetches waiting to be trained, and the next chunk cut from them.
+- :mod:`~include.training.prefetch`: the bounded reader read (and decoded) ahead in a thread.
 - :mod:`~include.training.durability`: dead letters -> checkpoint -> history -> group offsets, and the seq check.
 - :mod:`~include.training.history_rows`: the history rows a run writes, and the transaction that writes them.
 - :mod:`~include.training.checkpoint`: atomic checkpoint bundles on disk.

@@ -18,7 +18,7 @@ import numpy as np
 from sqlalchemy import func, select, update
 
 from include.history import db
-from include.kafka.reader import Message
+from include.kafka.records import Records
 from include.training.options import TrainSummary
 
 # Rows per upsert statement: SQLite limits bound parameters per statement.
@@ -56,35 +56,69 @@ def finite(value: float | None) -> float | None:
     return None if value is None or not np.isfinite(value) else float(value)
 
 
-def batch_row(identity: RunIdentity, batch: Sequence[Message], metrics: Any, *, seq: int, index: int) -> dict[str, Any]:
-    """The ``batch_metrics`` row of one trained mini-batch.
+def batch_rows(identity: RunIdentity, records: Records, sizes: Sequence[int], metrics: Sequence[Any], *, seq: int,
+               index: int) -> list[dict[str, Any]]:
+    """The ``batch_metrics`` rows of consecutive trained mini-batches.
 
     Args:
         identity: The run.
-        batch: The mini-batch's messages, in order.
-        metrics: Its :class:`include.training.learner_config.BatchMetrics`.
-        seq: Records the model had trained before this mini-batch.
-        index: The mini-batch's position in this run.
+        records: The mini-batches' messages, one after the other, in order.
+        sizes: Messages per mini-batch (summing to ``len(records)``).
+        metrics: Each mini-batch's :class:`include.training.learner_config.BatchMetrics`.
+        seq: Records the model had trained before the first mini-batch.
+        index: The first mini-batch's position in this run.
     """
-    first: dict[int, int] = {}
-    last: dict[int, int] = {}
-    times = [msg.timestamp_ms for msg in batch if msg.timestamp_ms is not None]
-    for msg in batch:
-        if msg.offset >= 0:
-            first.setdefault(msg.partition, msg.offset)
-            last[msg.partition] = msg.offset
-    # The tfio reader cannot see offsets: its rows are keyed by run and index (see include.kafka.tfio_reader).
-    key = ",".join(f"p{p}:{o}" for p, o in sorted(first.items())) or f"tfio:{identity.run_id}:{index}"
-    return {
-        "model_name": identity.model_name,
-        "batch_key": key,
-        "run_id": identity.run_id, "kind": identity.kind, "seq": seq, "batch_index": index,
-        "offsets_from": jsonable_offsets(first), "offsets_to": jsonable_offsets({p: o + 1 for p, o in last.items()}),
-        "n": len(batch), "n_train": int(metrics.n_train), "n_eval": int(metrics.n_eval), "loss": finite(metrics.loss),
-        "train_accuracy": finite(metrics.train_accuracy), "window_accuracy": finite(metrics.window_accuracy),
-        "prequential_accuracy": finite(metrics.prequential_accuracy),
-        "event_time_min": min(times) if times else None, "event_time_max": max(times) if times else None,
-    }
+    spans = _spans(records, sizes)
+    rows = []
+    for k, ((first, last, t_min, t_max), size, m) in enumerate(zip(spans, sizes, metrics)):
+        # The tfio reader cannot see offsets: its rows are keyed by run and index (see include.kafka.tfio_reader).
+        key = ",".join(f"p{p}:{o}" for p, o in sorted(first.items())) or f"tfio:{identity.run_id}:{index + k}"
+        rows.append({
+            "model_name": identity.model_name,
+            "batch_key": key,
+            "run_id": identity.run_id, "kind": identity.kind, "seq": seq, "batch_index": index + k,
+            "offsets_from": jsonable_offsets(first), "offsets_to": jsonable_offsets({p: o + 1 for p, o in last.items()}),
+            "n": int(size), "n_train": int(m.n_train), "n_eval": int(m.n_eval), "loss": finite(m.loss),
+            "train_accuracy": finite(m.train_accuracy), "window_accuracy": finite(m.window_accuracy),
+            "prequential_accuracy": finite(m.prequential_accuracy), "event_time_min": t_min, "event_time_max": t_max,
+        })
+        seq += int(size)
+    return rows
+
+
+def _spans(records: Records, sizes: Sequence[int]) -> list[tuple[dict[int, int], dict[int, int], int | None, int | None]]:
+    """Per mini-batch: the first and the last known offset of each partition in it (in consumption order) and the
+    oldest and newest timestamp (None: no message has one). Numpy per partition, not Python per message."""
+    sizes_a = np.asarray(sizes, dtype=np.int64)
+    k = sizes_a.size
+    if int(sizes_a.sum()) != len(records):
+        raise ValueError(f"mini-batch sizes add up to {int(sizes_a.sum())}, not {len(records)} records")
+    batch_of = np.repeat(np.arange(k), sizes_a)
+    firsts: list[dict[int, int]] = [{} for _ in range(k)]
+    lasts: list[dict[int, int]] = [{} for _ in range(k)]
+    known = records.offsets >= 0
+    for p in np.unique(records.partitions[known]).tolist():
+        rows = np.flatnonzero(known & (records.partitions == p))
+        batches = batch_of[rows]
+        begins = np.flatnonzero(np.r_[True, batches[1:] != batches[:-1]])
+        finals = np.r_[begins[1:], rows.size] - 1
+        for b, o_first, o_last in zip(batches[begins].tolist(), records.offsets[rows[begins]].tolist(),
+                                      records.offsets[rows[finals]].tolist()):
+            firsts[b][p] = o_first
+            lasts[b][p] = o_last
+    t_min: list[int | None] = [None] * k
+    t_max: list[int | None] = [None] * k
+    filled = np.flatnonzero(sizes_a > 0)
+    if filled.size:
+        starts = (np.cumsum(sizes_a) - sizes_a)[filled]
+        big, small = np.iinfo(np.int64).max, np.iinfo(np.int64).min
+        timed = np.add.reduceat(records.timed.astype(np.int64), starts) > 0
+        lows = np.minimum.reduceat(np.where(records.timed, records.timestamps, big), starts)
+        highs = np.maximum.reduceat(np.where(records.timed, records.timestamps, small), starts)
+        for b, has, lo, hi in zip(filled.tolist(), timed.tolist(), lows.tolist(), highs.tolist()):
+            if has:
+                t_min[b], t_max[b] = lo, hi
+    return list(zip(firsts, lasts, t_min, t_max))
 
 
 def drift_row(identity: RunIdentity, row: Mapping[str, Any], detection: Any) -> dict[str, Any]:

@@ -7,8 +7,10 @@ and imports nothing heavy, so the command line can name :class:`TrainerBusy` wit
 
 from __future__ import annotations
 
+import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 
 class TrainerBusy(RuntimeError):
@@ -79,6 +81,7 @@ class TrainSummary:
         version: The model version this run registered (None: it made none, or did not register).
         seconds: The whole run, lock to summary.
         records_per_s: ``records / seconds``.
+        timings: Seconds per stage of the run (:class:`StageTimes`), to see where the time went.
     """
 
     run_id: str
@@ -99,6 +102,32 @@ class TrainSummary:
     version: int | None = None
     seconds: float = 0.0
     records_per_s: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+class StageTimes:
+    """Seconds spent per stage of a run (``start-up``, ``compile``, ``decode``, ``train``, ``durability``...).
+
+    Stages of one thread add up; the reader thread's own time (``read``) overlaps the main thread's and is reported
+    beside it, with the main thread's ``wait for reading``.
+    """
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def add(self, stage: str, seconds: float) -> None:
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
+
+    @contextmanager
+    def measure(self, stage: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add(stage, time.perf_counter() - started)
+
+    def as_dict(self) -> dict[str, float]:
+        return {stage: round(seconds, 3) for stage, seconds in self.seconds.items()}

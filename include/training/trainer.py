@@ -4,14 +4,16 @@ One run, in order (:meth:`Trainer.run` reads the same way):
 
 1. Take the trainer lock (:mod:`include.training.lock`): a second concurrent trainer fails fast and changes
    nothing. Runs of this model still marked running belong to crashed trainers and are marked failed.
-2. Load the newest valid checkpoint (:mod:`include.training.checkpoint`): model + optimizer, learner state
-   (evaluation window, replay buffer), the next offset of every partition, counters. Finish what a crashed
-   predecessor left (:mod:`include.training.resume`): write the history rows the checkpoint carries and commit
-   its offsets to the consumer group (both idempotent).
-3. Read mini-batches from those offsets up to the end offsets seen at start (or a timeout / record / time limit),
-   with :class:`include.kafka.reader.BoundedReader` read ahead in a thread (:mod:`include.training.prefetch`) or
-   with tensorflow-io (:mod:`include.kafka.tfio_reader`); decode them a chunk at a time, dead-letter poison
-   messages, train with the compiled learner (:mod:`include.training.loop`).
+2. Load the newest valid checkpoint (:mod:`include.training.checkpoint`): learner state (evaluation window, replay
+   buffer), the next offset of every partition, counters; its model + optimizer (TensorFlow) only once there is
+   something to train, so a run with nothing new never imports TensorFlow. Finish what a crashed predecessor left
+   (:mod:`include.training.resume`): write the history rows the checkpoint carries and commit its offsets to the
+   consumer group (both idempotent).
+3. Read from those offsets up to the end offsets seen at start (or a timeout / record / time limit), with
+   :class:`include.kafka.reader.BoundedReader` (whole fetches as columns, fetched by the client while TensorFlow is
+   imported, then read and decoded ahead in a thread: :mod:`include.training.prefetch`) or with tensorflow-io
+   (:mod:`include.kafka.tfio_reader`); cut mini-batches and chunks, dead-letter poison messages, train with the
+   compiled learner (:mod:`include.training.loop`). The summary's ``timings`` say where the time went.
 4. Make progress durable (:mod:`include.training.durability`) in this order: dead letters flushed, checkpoint
    bundle (atomic; it carries the mini-batches' history rows and drift events), history rows, drift events and
    checkpoint record upserted, offsets committed to the group. A crash anywhere leaves the previous checkpoint or
@@ -42,16 +44,18 @@ from include import faults
 from include.history import db
 from include.kafka.clients import KafkaClients
 from include.kafka.dead_letters import DeadLetters
-from include.kafka.reader import STOP_END_OFFSETS, STOP_NOTHING_NEW, BoundedReader, Message, ReadPlan
+from include.kafka.reader import STOP_END_OFFSETS, STOP_NOTHING_NEW, BoundedReader, ReadPlan
+from include.kafka.records import Records
 from include.kafka.tfio_reader import TfioReader
 from include.schema import load_schema
 from include.settings import Settings, get_settings
 from include.training.checkpoint import CheckpointStore, LoadedCheckpoint
+from include.training.chunks import Fetched, decoder
 from include.training.durability import Durability, Progress
 from include.training.history_rows import RunHistory, RunIdentity, finite, int_offsets, jsonable_offsets
 from include.training.lock import trainer_lock
 from include.training.loop import ReadTrainLoop
-from include.training.options import TrainerBusy, TrainOptions, TrainSummary
+from include.training.options import StageTimes, TrainerBusy, TrainOptions, TrainSummary
 from include.training.prefetch import Prefetch
 from include.training.resume import build_model_and_learner, finish_predecessor, resolve_mode, resume_drift_monitor
 from include.training.versioning import catch_up, register_checkpoint
@@ -60,6 +64,10 @@ from include.training.versioning import catch_up, register_checkpoint
 __all__ = ["Trainer", "TrainerBusy", "TrainOptions", "TrainSummary", "train"]
 
 log = logging.getLogger(__name__)
+
+# Messages the reader thread may read ahead of training (about 100 bytes each in memory): enough to keep reading
+# while TensorFlow is imported and the learner compiled.
+READ_AHEAD_MESSAGES = 256_000
 
 
 def train(settings: Settings | None = None, options: TrainOptions | None = None, *, use_airflow: bool = False,
@@ -98,6 +106,7 @@ class Trainer:
         )
         self.history = RunHistory(db.session_factory(settings.db_url), self.identity)
         self._trained: tuple[Any, Any, Durability] | None = None  # model, learner, durability once training began
+        self.timings = StageTimes()
 
     def run(self) -> TrainSummary:
         """Steps 1 to 4 of the module docstring; the run's summary."""
@@ -105,7 +114,9 @@ class Trainer:
         with trainer_lock(self.directory):
             self.history.close_stale_runs()
             store = CheckpointStore(self.directory, keep=self.options.keep_checkpoints, fault_hook=faults.reached)
-            loaded = store.load_latest()
+            # The model (Keras, TensorFlow) is loaded once there is something to train: a run that finds nothing
+            # new never imports TensorFlow.
+            loaded = store.load_latest(model=False)
             self._settle_mode(loaded)
             clients = KafkaClients(self.settings, use_airflow=self.use_airflow)
             log.info("Kafka client configuration: %s", clients.describe())
@@ -118,12 +129,14 @@ class Trainer:
                 if loaded is None and not clients.topic_exists(self.settings.topic):
                     log.info("topic %s does not exist yet and there is no checkpoint: nothing to train", self.settings.topic)
                     return TrainSummary(run_id=self.run_id, status="success", stop_reason=STOP_NOTHING_NEW)
-                summary = self._plan_and_train(reader, store, loaded, clients)
+                summary = self._plan_and_train(reader, store, loaded, clients, started)
             finally:
                 reader.close()
-            self._register(summary)
+            with self.timings.measure("register"):
+                self._register(summary)
         summary.seconds = time.perf_counter() - started
         summary.records_per_s = summary.records / summary.seconds if summary.seconds else 0.0
+        summary.timings = self.timings.as_dict()
         return summary
 
     def _settle_mode(self, loaded: LoadedCheckpoint | None) -> None:
@@ -159,9 +172,10 @@ class Trainer:
         )
 
     def _plan_and_train(self, reader: BoundedReader, store: CheckpointStore, loaded: LoadedCheckpoint | None,
-                        clients: KafkaClients) -> TrainSummary:
+                        clients: KafkaClients, started: float) -> TrainSummary:
         """Open the reader, record the run, and train if there is anything new (a failure is recorded, then raised)."""
         plan = reader.open()
+        self.timings.add("set-up", time.perf_counter() - started)
         log.info("reading %s from %s to end offsets %s (%d records available)", plan.topic, plan.start, plan.end,
                  plan.available)
         summary = TrainSummary(
@@ -188,47 +202,64 @@ class Trainer:
     def _train(self, reader: BoundedReader, plan: ReadPlan, store: CheckpointStore, loaded: LoadedCheckpoint | None,
                summary: TrainSummary, clients: KafkaClients) -> None:
         """Steps 3 and 4: resume the learner, train on everything new, make it durable."""
-        from include.training.model import configure_tensorflow
-
         self._check_reader_limits()
-        configure_tensorflow()
-        model, learner = build_model_and_learner(self.schema, self.settings, self.options, loaded)
         meta = loaded.meta if loaded is not None else {}
-        drift = resume_drift_monitor(self.options, meta, learner)
         progress = Progress.resumed(plan.start, meta, register=self.options.register, history=self.history)
         dead_letters = DeadLetters(clients, self.settings.dlq_topic, self.settings.topic)
-        durability = Durability(store, self.history, reader, dead_letters, model=model, learner=learner, drift=drift,
-                                topic_id=plan.topic_id, expected_seq=int(meta["seq"]) if loaded is not None else None)
-        loop = ReadTrainLoop(schema=self.schema, learner=learner, drift=drift, dead_letters=dead_letters,
-                             durability=durability, progress=progress, summary=summary, identity=self.identity,
-                             chunk_messages=self.settings.batch_messages * self.options.chunk_batches,
-                             checkpoint_every_s=self.options.checkpoint_every_s)
-        self._trained = (model, learner, durability)
-        source, batches = self._open_batches(clients, plan, reader)
+        # The client fetches in its own threads while TensorFlow is imported and the learner compiled; the reader
+        # thread (Python: it would slow the import, which holds the interpreter) starts after, beside training.
+        if self.options.reader != "tfio":
+            reader.start()
+        model, learner = self._learner(loaded)
+        source, fetches = self._open_fetches(clients, plan, reader)
         try:
-            loop.run(batches)
+            drift = resume_drift_monitor(self.options, meta, learner)
+            durability = Durability(store, self.history, reader, dead_letters, model=model, learner=learner,
+                                    drift=drift, topic_id=plan.topic_id,
+                                    expected_seq=int(meta["seq"]) if loaded is not None else None)
+            loop = ReadTrainLoop(schema=self.schema, learner=learner, drift=drift, dead_letters=dead_letters,
+                                 durability=durability, progress=progress, summary=summary, identity=self.identity,
+                                 chunk_messages=self.settings.batch_messages * self.options.chunk_batches,
+                                 checkpoint_every_s=self.options.checkpoint_every_s, timings=self.timings)
+            self._trained = (model, learner, durability)
+            loop.run(fetches, fetch_is_batch=self.options.reader == "tfio")
         finally:
-            batches.close()  # before the reader's consumer is closed
+            fetches.close()  # before the reader's consumer is closed
+        if isinstance(fetches, Prefetch):
+            self.timings.add("read (reader thread, overlapping)", fetches.read_seconds)
+            self.timings.add("decode (reader thread, overlapping)", fetches.prepare_seconds)
         loop.train_pending()
         progress.next_offsets = source.next_offsets_after(progress.next_offsets)
         self._finish(loop, durability, source.stop_reason)
+
+    def _learner(self, loaded: LoadedCheckpoint | None) -> tuple[Any, Any]:
+        """TensorFlow, the model (new or the checkpoint's) and its learner, compiled."""
+        with self.timings.measure("TensorFlow and the model"):
+            from include.training.model import configure_tensorflow
+
+            configure_tensorflow()
+            model, learner = build_model_and_learner(self.schema, self.settings, self.options, loaded)
+        with self.timings.measure("compile"):
+            learner.compile()
+        return model, learner
 
     def _check_reader_limits(self) -> None:
         if self.options.reader == "tfio" and (self.options.max_records or self.options.max_seconds):
             raise ValueError("the tfio reader cannot stop at a record or time limit (it cannot see offsets); "
                              "use the confluent reader")
 
-    def _open_batches(self, clients: KafkaClients, plan: ReadPlan,
-                      reader: BoundedReader) -> tuple[BoundedReader | TfioReader, Iterator[list[Message]]]:
-        """The reader that says where the run stopped, and its mini-batches (closable; close before the reader)."""
+    def _open_fetches(self, clients: KafkaClients, plan: ReadPlan,
+                      reader: BoundedReader) -> tuple[BoundedReader | TfioReader, Iterator[Records | Fetched]]:
+        """The reader that says where the run stopped, and its fetches (closable; close before the reader)."""
         if self.options.reader == "tfio":
             tfio = TfioReader(clients, self.settings.topic, self.settings.consumer_group, plan.start,
                               batch_messages=self.settings.batch_messages,
                               stream_timeout_s=self.settings.stream_timeout_s, commit=reader.commit)
-            return tfio, tfio.batches()
-        # Read ahead in a thread, so reading overlaps decoding, training and history writes.
-        return reader, Prefetch(reader.batches(self.settings.batch_messages),
-                                max_items=4 * self.options.chunk_batches)
+            return tfio, tfio.fetches()
+        # Read and decode ahead in a thread, so both overlap start-up, training and history writes.
+        fetch = self.settings.batch_messages * self.options.chunk_batches
+        return reader, Prefetch(reader.fetches(fetch), max_items=max(4, READ_AHEAD_MESSAGES // fetch),
+                                prepare=decoder(self.schema))
 
     def _finish(self, loop: ReadTrainLoop, durability: Durability, stop_reason: str | None) -> None:
         """Complete the summary and make the rest durable (or only record the run when nothing moved)."""
@@ -241,7 +272,8 @@ class Trainer:
             summary.prequential_accuracy = finite(loop.last_metrics.prequential_accuracy)
         summary.status = "success"
         if progress.is_dirty():
-            durability.save(progress, summary)
+            with self.timings.measure("durability"):
+                durability.save(progress, summary)
         else:  # nothing since the last checkpoint (this run's, or the one it started from): do not repeat it
             summary.checkpoint_id = summary.checkpoint_id or summary.checkpoint_from
             self.history.record_run(summary, ended=True)

@@ -255,3 +255,42 @@ def test_mode_names_and_the_default_for_a_new_model():
     assert resolve_mode(None, old) == "single_pass"  # a model keeps its mode
     assert resolve_mode("seed", None) == "single_pass"
     assert resolve_mode("replay", old) == "replay"  # asked for: build_model_and_learner refuses the mismatch
+
+
+@pytest.mark.parametrize("mode", ["single_pass", "replay"])
+def test_compiling_up_front_changes_nothing(schema, mode):
+    """``compile()`` runs the chunk on no mini-batch: the weights, optimizer, window, buffer and draws stay as they were."""
+    cfg = LearnerConfig(mode=mode, replay_buffer=300, replay_steps=4, window_size=100, chunk_batches=4, seed=3)
+    x, y = make_rows(schema, 700, seed=5)
+    runs = []
+    for warm in (False, True):
+        model = build_model(schema, seed=4)
+        learner = IncrementalLearner(model, cfg)
+        if warm:
+            before = learner.get_state()
+            learner.compile()
+            assert before.keys() == learner.get_state().keys()
+            for key, value in learner.get_state().items():
+                np.testing.assert_array_equal(np.asarray(before[key]), np.asarray(value))
+        runs.append((learner.process(x, y), weights_of(model)))
+    assert runs[0][0] == runs[1][0]
+    for a, b in zip(runs[0][1], runs[1][1]):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_replay_steps_two_per_loop_iteration_are_the_same_steps(schema):
+    """The replay loop runs two steps per iteration (an even replay_steps): bit for bit what one per iteration does."""
+    cfg = LearnerConfig(mode="replay", replay_buffer=300, replay_steps=6, window_size=100, chunk_batches=4, seed=5)
+    assert IncrementalLearner(build_model(schema), cfg)._replay_unroll == 2
+    assert IncrementalLearner(build_model(schema), LearnerConfig(mode="replay", replay_steps=5))._replay_unroll == 1
+    x, y = make_rows(schema, 900, seed=2)
+    results = []
+    for unroll in (1, 2):
+        model = build_model(schema, seed=6)
+        learner = IncrementalLearner(model, cfg)
+        learner._replay_unroll = unroll  # read when the chunk is traced, at the first call
+        results.append((learner.process(x, y), weights_of(model), learner.get_state()["rng_counter"]))
+    (m1, w1, c1), (m2, w2, c2) = results
+    assert m1 == m2 and c1 == c2 == 54
+    for a, b in zip(w1, w2):
+        np.testing.assert_array_equal(a, b)
