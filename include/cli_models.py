@@ -17,6 +17,7 @@ models_app = typer.Typer(help="model versions: list, show, evaluate (the gate), 
                          no_args_is_help=True, rich_markup_mode=None)
 
 NameOpt = Annotated[str, typer.Option("--model-name", help="model name")]
+DEFAULT_NAME = "default"  # as train, predict, serve and score
 ReasonOpt = Annotated[str, typer.Option("--reason", help="why (recorded in the audit trail)")]
 
 
@@ -76,8 +77,8 @@ def list_versions(model_name: AllNamesOpt = None, db_url: DbUrlOpt = None) -> No
 
 
 @models_app.command(short_help="one version (default: the champion) as JSON, with its audit trail")
-def show(model_name: NameOpt, version: Annotated[Optional[int], typer.Option(help="default: the champion")] = None,
-         db_url: DbUrlOpt = None) -> None:
+def show(version: Annotated[Optional[int], typer.Option(help="default: the champion")] = None,
+         model_name: NameOpt = DEFAULT_NAME, db_url: DbUrlOpt = None) -> None:
     """One version as JSON: its facts, the gate's numbers and every event about it."""
 
     def work() -> None:
@@ -89,7 +90,7 @@ def show(model_name: NameOpt, version: Annotated[Optional[int], typer.Option(hel
 
 
 @models_app.command(short_help="run the promotion gate on the waiting candidates")
-def evaluate(model_name: NameOpt, db_url: DbUrlOpt = None) -> None:
+def evaluate(model_name: NameOpt = DEFAULT_NAME, db_url: DbUrlOpt = None) -> None:
     """Judge the waiting candidate(s) against the champion (forward evaluation) and record the decisions as JSON."""
 
     def work() -> None:
@@ -101,8 +102,8 @@ def evaluate(model_name: NameOpt, db_url: DbUrlOpt = None) -> None:
 
 
 @models_app.command(short_help="serve a version (by hand)")
-def promote(model_name: NameOpt, version: Annotated[int, typer.Option(help="the version to serve")],
-            reason: ReasonOpt, actor: ActorOpt = None, db_url: DbUrlOpt = None) -> None:
+def promote(version: Annotated[int, typer.Option(help="the version to serve")], reason: ReasonOpt,
+            model_name: NameOpt = DEFAULT_NAME, actor: ActorOpt = None, db_url: DbUrlOpt = None) -> None:
     """Make a version on disk the champion, whatever the gate said; recorded with who and why."""
 
     def work() -> None:
@@ -115,9 +116,9 @@ def promote(model_name: NameOpt, version: Annotated[int, typer.Option(help="the 
 
 
 @models_app.command(short_help="serve the previous champion again (or --version)")
-def rollback(model_name: NameOpt, reason: ReasonOpt,
+def rollback(reason: ReasonOpt,
              version: Annotated[Optional[int], typer.Option(help="default: the previous champion")] = None,
-             actor: ActorOpt = None, db_url: DbUrlOpt = None) -> None:
+             model_name: NameOpt = DEFAULT_NAME, actor: ActorOpt = None, db_url: DbUrlOpt = None) -> None:
     """Serve the previous champion again (or an earlier version still on disk); recorded with who and why."""
 
     def work() -> None:
