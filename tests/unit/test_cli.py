@@ -64,3 +64,13 @@ def test_a_mistake_is_one_line_that_says_what_to_do(tmp_path, args, env, code, w
 def test_debug_shows_the_traceback(tmp_path):
     result = cli("--debug", "report", "--out", "x", env={"RETRAIN_BATCH_MESSAGES": "many"})
     assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+def test_models_commands_default_to_the_model_named_default(tmp_path):
+    """As every other command: no --model-name means 'default' (a lifecycle error, exit 6, not a usage error)."""
+    env = {"RETRAIN_STATE_DIR": str(tmp_path)}
+    for args in (("models", "show"), ("models", "rollback", "--reason", "r"), ("models", "promote", "--version", "1",
+                                                                                "--reason", "r")):
+        result = cli(*args, env=env)
+        assert result.returncode == 6, (args, result.stderr)
+        assert result.stderr.strip().splitlines()[-1].startswith("error: model 'default' "), result.stderr
