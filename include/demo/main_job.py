@@ -15,6 +15,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from include.settings import Settings
+from include.training.ceiling import iso_week, iso_week_of_day
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +144,7 @@ def accuracy_table(settings: Settings, model_name: str = "default", *, ceiling: 
     lines = ["| week | records | mean prequential accuracy | window accuracy at end | batch ceiling | Bayes-optimal "
              "| drift events |", "|---|---:|---:|---:|---:|---:|---|"]
     for key, w in weeks.items():
-        events = [(seq + n) for t, seq, n in drifts if t is not None and _week(t) == key]
+        events = [(seq + n) for t, seq, n in drifts if t is not None and iso_week(t) == key]
         lines.append(f"| {key} | {w['records']} | {w['preq'] / max(w['batches'], 1):.3f} | {_num(w['window'])} | "
                      f"{_num(ceilings.get(key, {}).get('accuracy'))} | {_num(bayes.get(key))} | "
                      f"{_drift_cell(events, changes)} |")
@@ -155,15 +156,10 @@ def accuracy_table(settings: Settings, model_name: str = "default", *, ceiling: 
     return "\n".join(lines)
 
 
-def _week(epoch_ms: int) -> str:
-    iso = (date(1970, 1, 1) + timedelta(milliseconds=int(epoch_ms))).isocalendar()
-    return f"{iso.year}-W{iso.week:02d}"
-
-
 def _weekly_accuracy(rows) -> dict[str, dict]:  # noqa: ANN001 - rows of (event_time_min, n, window, prequential)
     weeks: dict[str, dict] = {}
     for t, n, win, preq in rows:
-        key = "(no event time)" if t is None else _week(t)
+        key = "(no event time)" if t is None else iso_week(t)
         w = weeks.setdefault(key, {"records": 0, "batches": 0, "preq": 0.0, "window": None})
         w["records"] += n
         w["batches"] += 1
@@ -176,8 +172,7 @@ def _weekly_bayes(files) -> dict[str, float]:  # noqa: ANN001 - LandedFile list
     sums: dict[str, list[float]] = {}
     for f in files:
         if f.file_date:
-            acc = sums.setdefault(_week(int((date.fromisoformat(f.file_date) - date(1970, 1, 1)).total_seconds()
-                                            * 1000)), [0.0, 0.0])
+            acc = sums.setdefault(iso_week_of_day(date.fromisoformat(f.file_date)), [0.0, 0.0])
             acc[0] += f.rows * f.bayes_accuracy
             acc[1] += f.rows
     return {k: v[0] / v[1] for k, v in sums.items() if v[1]}

@@ -28,7 +28,12 @@ log = logging.getLogger(__name__)
 
 def iso_week(epoch_ms: int) -> str:
     """``YYYY-Www`` of an event time (UTC)."""
-    iso = (date(1970, 1, 1) + timedelta(milliseconds=int(epoch_ms))).isocalendar()
+    return iso_week_of_day(date(1970, 1, 1) + timedelta(milliseconds=int(epoch_ms)))
+
+
+def iso_week_of_day(day: date) -> str:
+    """``YYYY-Www`` of a calendar day."""
+    iso = day.isocalendar()
     return f"{iso.year}-W{iso.week:02d}"
 
 

@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from contextlib import contextmanager
@@ -466,3 +467,31 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str, every: fl
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(every)
 
+
+
+class Outage:
+    """Kill something now (``kill`` returns what it killed) and start it again in the background (start-up takes a
+    while: that is the outage); :meth:`join` waits for it and for the cluster at ``bootstrap`` to answer."""
+
+    def __init__(self, kill: Callable[[], Any], start: Callable[[Any], None], bootstrap: str) -> None:
+        self.kill, self.start, self.bootstrap = kill, start, bootstrap
+        self.killed: Any = None
+        self.thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+
+    def __call__(self) -> None:
+        self.killed = self.kill()
+        self.thread = threading.Thread(target=self._start, daemon=True)
+        self.thread.start()
+
+    def _start(self) -> None:
+        try:
+            self.start(self.killed)
+        except BaseException as exc:  # noqa: BLE001 - reported by join()
+            self.error = exc
+
+    def join(self) -> None:
+        assert self.thread is not None, "the fault point was never reached: nothing was killed"
+        self.thread.join(300)
+        assert not self.thread.is_alive() and self.error is None, f"{self.killed} did not come back: {self.error}"
+        warm_up(self.bootstrap)

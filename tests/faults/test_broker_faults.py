@@ -6,8 +6,6 @@ run resumes and every row lands, and every offset is trained, exactly once.
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 from confluent_kafka import KafkaException
 
@@ -22,42 +20,21 @@ from tests.faults.helpers import (
     drone_rows,
     durable_state,
     env_for,
+    Outage,
     ledger,
     settings_for,
     stage_hooks,
     train_in_process,
     unique,
-    warm_up,
     write_csv,
 )
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 
 
-class Outage:
-    """SIGKILL the broker now and start it again in the background (start-up takes a while: the outage)."""
-
-    def __init__(self, broker) -> None:
-        self.broker = broker
-        self.thread: threading.Thread | None = None
-        self.error: BaseException | None = None
-
-    def __call__(self) -> None:
-        self.broker.kill()
-        self.thread = threading.Thread(target=self._start, daemon=True)
-        self.thread.start()
-
-    def _start(self) -> None:
-        try:
-            self.broker.start()
-        except BaseException as exc:  # noqa: BLE001 - reported by join()
-            self.error = exc
-
-    def join(self) -> None:
-        assert self.thread is not None, "the fault point was never reached: the broker was not killed"
-        self.thread.join(300)
-        assert not self.thread.is_alive() and self.error is None, f"broker did not come back: {self.error}"
-        warm_up(self.broker.bootstrap)
+def broker_outage(broker) -> Outage:
+    """SIGKILL the suite's broker; it starts again in the background."""
+    return Outage(lambda: broker.kill() or "the broker", lambda _: broker.start(), broker.bootstrap)
 
 
 def test_broker_sigkill_during_ingest(tmp_path, running_broker, fault_row):
@@ -66,7 +43,7 @@ def test_broker_sigkill_during_ingest(tmp_path, running_broker, fault_row):
     files = [write_csv(tmp_path / "landing" / "observations_2026-01-05.csv", big),
              write_csv(tmp_path / "landing" / "observations_2026-01-06.csv", small)]
     env = env_for(tmp_path / "state", running_broker.bootstrap, topic)
-    outage = Outage(running_broker)
+    outage = broker_outage(running_broker)
     try:
         # Killed inside the first file's transaction, after 65,536 rows were handed to the producer.
         with stage_hooks({"ingest_mid_file": lambda n: outage() if n == 1 else None}):
@@ -91,7 +68,7 @@ def test_broker_sigkill_during_training(tmp_path, running_broker, fault_row):
     env = env_for(tmp_path / "state", running_broker.bootstrap, topic)
     ingest_files([write_csv(tmp_path / "landing" / "observations_2026-01-05.csv", rows)], settings=settings_for(env))
     data = check_topic(running_broker.bootstrap, topic, rows)
-    outage = Outage(running_broker)
+    outage = broker_outage(running_broker)
     try:
         # Killed after the second train step; the checkpoint, history and offset commit that follow meet the outage.
         summary = train_in_process(env, {"train_after_step": lambda n: outage() if n == 2 else None})

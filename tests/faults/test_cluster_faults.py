@@ -31,6 +31,7 @@ from tests.faults.helpers import (
     drone_rows,
     durable_state,
     env_for,
+    Outage,
     free_ports,
     settings_for,
     stage_hooks,
@@ -84,32 +85,15 @@ def cluster(tmp_path_factory):
         cluster._sh("stop")
 
 
-class LeaderOutage:
-    """SIGKILL the leader node of a topic's partition 0 now; start it again in the background."""
+def leader_outage(cluster: Cluster, topic: str) -> Outage:
+    """SIGKILL the node leading ``topic``'s partition 0 (``killed`` is its id); it starts again in the background."""
 
-    def __init__(self, cluster: Cluster, topic: str) -> None:
-        self.cluster, self.topic = cluster, topic
-        self.killed: int | None = None
-        self.thread: threading.Thread | None = None
-        self.error: BaseException | None = None
+    def kill() -> int:
+        node = cluster.leader(topic)
+        cluster._sh("kill", str(node))
+        return node
 
-    def __call__(self) -> None:
-        self.killed = self.cluster.leader(self.topic)
-        self.cluster._sh("kill", str(self.killed))
-        self.thread = threading.Thread(target=self._start, daemon=True)
-        self.thread.start()
-
-    def _start(self) -> None:
-        try:
-            self.cluster._sh("start", str(self.killed))
-        except BaseException as exc:  # noqa: BLE001 - reported by join()
-            self.error = exc
-
-    def join(self) -> None:
-        assert self.thread is not None, "the fault point was never reached: no node was killed"
-        self.thread.join(300)
-        assert not self.thread.is_alive() and self.error is None, f"node {self.killed} did not come back: {self.error}"
-        warm_up(self.cluster.bootstrap)
+    return Outage(kill, lambda node: cluster._sh("start", str(node)), cluster.bootstrap)
 
 
 def test_leader_sigkill_during_ingest(tmp_path, cluster, fault_row):
@@ -118,7 +102,7 @@ def test_leader_sigkill_during_ingest(tmp_path, cluster, fault_row):
     files = [write_csv(tmp_path / "landing" / "observations_2026-01-05.csv", big),
              write_csv(tmp_path / "landing" / "observations_2026-01-06.csv", small)]
     env = env_for(tmp_path / "state", cluster.bootstrap, topic)
-    outage = LeaderOutage(cluster, topic)
+    outage = leader_outage(cluster, topic)
     try:
         # Killed inside the first file's transaction, after 65,536 rows were handed to the producer.
         with stage_hooks({"ingest_mid_file": lambda n: outage() if n == 1 else None}):
@@ -143,7 +127,7 @@ def test_leader_sigkill_during_training(tmp_path, cluster, fault_row):
     env = env_for(tmp_path / "state", cluster.bootstrap, topic)
     ingest_files([write_csv(tmp_path / "landing" / "observations_2026-01-05.csv", rows)], settings=settings_for(env))
     data = check_topic(cluster.bootstrap, topic, rows)
-    outage = LeaderOutage(cluster, topic)
+    outage = leader_outage(cluster, topic)
     try:
         # Killed after the second train step; the checkpoint, history and offset commit that follow meet a new leader.
         summary = train_in_process(env, {"train_after_step": lambda n: outage() if n == 2 else None})
