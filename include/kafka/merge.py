@@ -72,6 +72,11 @@ class EventTimeMerge:
             self._chunks.setdefault(p, []).append((mine, keys))
             self.buffered += len(mine)
 
+    @property
+    def open(self) -> frozenset[int]:
+        """The partitions not at their end yet."""
+        return frozenset(self._open)
+
     def end(self, partition: int) -> None:
         """``partition`` has delivered everything it will deliver in this run."""
         self._open.discard(int(partition))

@@ -6,6 +6,8 @@ writing during the run do not keep it alive, and stops earlier on a consumer tim
 time limit; :attr:`BoundedReader.stop_reason` says which. :meth:`BoundedReader.fetches` hands over each poll as
 columns (:class:`include.kafka.records.Records`: no Python object per message; the trainer reads this way);
 :meth:`BoundedReader.batches` makes mini-batches of :class:`include.kafka.records.Message` for callers that want them.
+Several partitions come out in one order that depends on the log alone, merged by event time, then partition, then
+offset (:mod:`include.kafka.merge`); one partition comes out as it is fetched, in offset order.
 
 An offset that is no longer in the log (retention) or beyond its end (a recreated topic) is a clear error,
 never a silent reset. This module never commits offsets on its own: :meth:`BoundedReader.commit` is called
@@ -22,6 +24,7 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 from include.kafka.clients import KafkaClients
+from include.kafka.merge import EventTimeMerge
 from include.kafka.records import Message, Records
 
 log = logging.getLogger(__name__)
@@ -67,11 +70,12 @@ class BoundedReader:
     expected_topic_id: str | None = None
     stop_reason: str | None = None
     records: int = 0
-    # Partitions read up to the end offset seen at start, with that offset: everything below it was delivered
-    # by :meth:`batches` (or was a transaction marker or aborted data, which is never delivered).
+    # Partitions read up to the end offset seen at start, with that offset: everything below it was fetched (or was
+    # a transaction marker or aborted data, which is never delivered), and delivered unless the merge still holds it.
     drained: dict[int, int] = field(default_factory=dict)
     _consumer: Any = field(default=None, repr=False)
     _assigned: bool = field(default=False, repr=False)
+    _merge: EventTimeMerge | None = field(default=None, repr=False)
     plan: ReadPlan | None = None
 
     # -- set-up --------------------------------------------------------------------------------------------
@@ -121,16 +125,21 @@ class BoundedReader:
 
     # -- reading -------------------------------------------------------------------------------------------
     def fetches(self, fetch_messages: int) -> Iterator[Records]:
-        """The data messages in consumption order, as one :class:`Records` per fetch of at most ``fetch_messages``.
+        """The data messages in training order, as :class:`Records` of about ``fetch_messages`` (a poll's worth).
 
         No Python object per message: values, partitions, offsets and timestamps come as columns, so a caller cuts
-        mini-batches and finds their offsets with numpy. Fetch boundaries mean nothing: the caller cuts.
+        mini-batches and finds their offsets with numpy. Fetch boundaries mean nothing: the caller cuts. With several
+        partitions to read, the order is the event-time merge of :mod:`include.kafka.merge`: each poll is added to
+        it and what it can release is handed over; a run that stops before every partition is at its end leaves
+        what the merge still holds unread (the next run reads it again from the trained offsets).
         """
         todo = self.start()
         if not todo:
             self.stop_reason = STOP_NOTHING_NEW
             return
         plan = self.plan
+        # Several partitions to read: merged by event time (include.kafka.merge). One: its offset order as it comes.
+        merge = self._merge = EventTimeMerge(todo) if len(todo) > 1 else None
         started = last_message = time.monotonic()
         position = dict(plan.start)
         while todo:
@@ -150,12 +159,24 @@ class BoundedReader:
             last_message = time.monotonic()
             if len(records):
                 position.update(records.next_offsets())
+            if merge is not None:
+                records = self._merged(merge, records, todo)
+            if len(records):
                 self.records += len(records)
                 yield records
         else:
-            self.stop_reason = STOP_END_OFFSETS
+            # Every partition at its end: the merge released all it held, unless the record limit cut it short.
+            self.stop_reason = STOP_MAX_RECORDS if merge is not None and merge.buffered else STOP_END_OFFSETS
         if self.stop_reason is None:
             self.stop_reason = STOP_END_OFFSETS
+
+    def _merged(self, merge: EventTimeMerge, records: Records, todo: set[int]) -> Records:
+        """A fetch added to the merge; what the merge can release now (within the record limit)."""
+        merge.add(records)
+        for partition in merge.open - todo:
+            merge.end(partition)
+        room = None if self.max_records is None else self.max_records - self.records
+        return merge.release(room)
 
     def start(self) -> set[int]:
         """Assign the partitions with something to read at their start offsets (once): from then on the client
@@ -279,6 +300,8 @@ class BoundedReader:
         """
         offsets = dict(trained)
         for partition, end in self.drained.items():
+            if self._merge is not None and self._merge.holds(partition):
+                continue  # read to the end, but not all of it released by the merge (the run stopped first)
             if offsets.get(partition, -1) < end:
                 offsets[partition] = end
         return offsets

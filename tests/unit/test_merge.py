@@ -166,3 +166,99 @@ def test_a_late_record_is_trained_at_its_partition_position_not_moved_back():
     assert run_merge(log, random.Random(1)) == head_merge(log)
     np.testing.assert_array_equal(merge_keys(np.array([10, 50, 20, 60])), [10, 50, 50, 60])
     np.testing.assert_array_equal(merge_keys(np.array([20, 60]), previous=50), [50, 60])
+
+
+# --- the reader drives the merge ------------------------------------------------------------------------------
+
+
+class PollingConsumer:
+    """A consumer whose polls hand out ``messages`` in order, at most ``num_messages`` (and a random few) at a time."""
+
+    def __init__(self, messages: list, rng: random.Random) -> None:
+        self.messages, self.rng = messages, rng
+        self.unassigned: list[int] = []
+
+    def assign(self, partitions) -> None:
+        pass
+
+    def incremental_unassign(self, partitions) -> None:
+        self.unassigned.extend(tp.partition for tp in partitions)
+
+    def consume(self, num_messages: int, timeout: float) -> list:
+        take = min(num_messages, self.rng.choice([1, 5, 50, 500]))
+        out, self.messages = self.messages[:take], self.messages[take:]
+        return out
+
+
+def reader_over(log: Log, end: dict[int, int], rng: random.Random, **limits):
+    """A BoundedReader (its consumer faked) over ``log``'s records, ``end`` the end offsets seen at start: the
+    partitions' records interleaved at random, an end-of-partition event where a partition's readable data ends and
+    records past the end (arriving later) as well."""
+    from include.kafka.reader import BoundedReader, ReadPlan
+    from tests.unit.test_columnar import FakeMsg, eof
+
+    start = {p: (rows[0][0] if rows else end[p]) for p, rows in log.items()}
+    queues = {p: [FakeMsg(p, o, f"{p}:{o}".encode(), t) for o, t in rows] + [eof(p, end[p])]
+              for p, rows in log.items()}
+    for p in queues:  # a record appended after the start: past the end, never read in this run
+        queues[p].insert(len(queues[p]) - 1, FakeMsg(p, end[p] + 1, b"late", 0))
+    messages = []
+    while any(queues.values()):
+        p = rng.choice([q for q in queues if queues[q]])
+        k = rng.choice([1, 3, 40])
+        messages.extend(queues[p][:k])
+        del queues[p][:k]
+    reader = BoundedReader(clients=None, topic="t", group_id="g", stream_timeout_s=0.5, **limits)
+    reader.plan = ReadPlan("t", None, start, end, dict(start), {p: None for p in log})
+    reader._consumer = PollingConsumer(messages, rng)
+    return reader
+
+
+def read_all(reader) -> tuple[list[tuple[int, int]], int]:
+    got = []
+    for fetch in reader.fetches(64):
+        _check_released(fetch)
+        got.extend(zip(fetch.partitions.tolist(), fetch.offsets.tolist()))
+    return got, reader.records
+
+
+@settings(max_examples=60, deadline=None)
+@given(log=logs, seed=st.integers(0, 2**32 - 1))
+def test_the_reader_hands_over_the_merged_order_and_moves_drained_partitions_to_their_end(log, seed):
+    from include.kafka.reader import STOP_END_OFFSETS, STOP_NOTHING_NEW
+
+    rng = random.Random(seed)
+    end = {p: (rows[-1][0] + rng.choice([1, 2]) if rows else 0) for p, rows in log.items()}  # + a marker maybe
+    reader = reader_over(log, end, rng)
+    got, delivered = read_all(reader)
+    assert got == head_merge(log) and delivered == len(got)
+    assert reader.stop_reason == (STOP_END_OFFSETS if got else STOP_NOTHING_NEW)
+    trained = {p: o + 1 for p, o in got}
+    assert reader.next_offsets_after(trained) == {p: end[p] for p in log if log[p]}
+
+
+@settings(max_examples=60, deadline=None)
+@given(log=logs, seed=st.integers(0, 2**32 - 1), cut=st.floats(0, 1))
+def test_a_record_limit_stops_at_a_prefix_of_the_merge_and_the_rest_is_read_again(log, seed, cut):
+    from include.kafka.reader import STOP_END_OFFSETS, STOP_MAX_RECORDS, STOP_NOTHING_NEW
+
+    rng = random.Random(seed)
+    full = head_merge(log)
+    limit = max(1, int(cut * len(full)))
+    end = {p: (rows[-1][0] + 1 if rows else 0) for p, rows in log.items()}
+    reader = reader_over(log, end, rng, max_records=limit)
+    got, _ = read_all(reader)
+    assert got == full[:limit]
+    if not full:
+        assert reader.stop_reason == STOP_NOTHING_NEW
+    elif limit < len(full):
+        assert reader.stop_reason == STOP_MAX_RECORDS
+    else:
+        assert reader.stop_reason in (STOP_MAX_RECORDS, STOP_END_OFFSETS)
+    trained = {p: o + 1 for p, o in got}
+    after = reader.next_offsets_after(trained)
+    # A partition fetched to its end whose records the merge still held is not moved past them.
+    for p, rows in log.items():
+        left = [o for o, _ in rows if (p, o) not in set(got)]
+        if left:
+            assert after.get(p, rows[0][0]) <= left[0]
