@@ -146,6 +146,42 @@ def end_offset(bootstrap: str, topic: str, partition: int = 0) -> int:
 
 
 
+# The columns of a history row that depend on what was trained, not on which run trained it.
+HISTORY_FACTS = ("batch_key", "seq", "offsets_from", "offsets_to", "n", "n_train", "n_eval", "loss", "train_accuracy",
+                 "window_accuracy", "prequential_accuracy", "event_time_min", "event_time_max")
+
+
+def history_facts(db_url: str, model: str = "default") -> list[tuple]:
+    """The ``batch_metrics`` rows of ``model`` in order, each as its :data:`HISTORY_FACTS` (to compare two histories)."""
+    from sqlalchemy import select
+
+    from include.history import db
+
+    with db.session_factory(db_url)() as s:
+        rows = s.scalars(select(db.BatchMetric).where(db.BatchMetric.model_name == model).order_by(db.BatchMetric.seq))
+        return [tuple(getattr(row, name) for name in HISTORY_FACTS) for row in rows]
+
+
+def checkpoint_weights(checkpoint_dir: Path, model: str = "default") -> dict:
+    """Every variable (weights and optimizer state) of the newest checkpoint's model, by name, read from its Keras
+    weights file (no TensorFlow needed)."""
+    import io
+    import zipfile
+
+    import h5py
+
+    from include.training.checkpoint import CheckpointStore
+
+    loaded = CheckpointStore(Path(checkpoint_dir) / model).load_latest(model=False)
+    assert loaded is not None, f"no checkpoint of {model} in {checkpoint_dir}"
+    with zipfile.ZipFile(io.BytesIO(loaded.model_bytes)) as keras_zip:
+        data = keras_zip.read("model.weights.h5")
+    out: dict = {}
+    with h5py.File(io.BytesIO(data), "r") as h5:
+        h5.visititems(lambda name, item: out.__setitem__(name, item[()]) if isinstance(item, h5py.Dataset) else None)
+    return out
+
+
 def ingest_blog_file(bootstrap: str, state: Path, prefix: str) -> str:
     """Ingest the blog author's file (transactionally) into a new topic; its name."""
     from include.ingest.interval import ingest_files

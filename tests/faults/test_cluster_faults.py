@@ -4,18 +4,21 @@ The cluster is the project's own (``infra/kafka/kafka.sh cluster``): three combi
 factor 3, ``min.insync.replicas=2``, transaction and offsets topics replicated 3 with min ISR 2. Killing the
 partition's leader leaves two in-sync replicas: a new leader is elected and writes go on without a manual step.
 The killed node is started again in the background; afterwards every valid row must be in the topic once and every
-offset trained once.
+offset trained once. Also here: a rolling restart of all three nodes, and a trainer on a 3-partition topic killed
+again and again at random points, whose history and weights must be those of an uninterrupted run.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import subprocess
 import threading
 import time
 from dataclasses import dataclass
 from datetime import date, timedelta
 
+import numpy as np
 import pytest
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
@@ -25,6 +28,7 @@ from include.ingest.interval import ingest_files
 from include.kafka.reader import OffsetError
 from tests.faults.helpers import (
     BASE_PORT,
+    batch_rows,
     check_history,
     check_topic,
     check_training,
@@ -33,14 +37,16 @@ from tests.faults.helpers import (
     env_for,
     Outage,
     free_ports,
+    newest_checkpoint,
     settings_for,
     stage_hooks,
     train_in_process,
+    trainer_args,
     unique,
     warm_up,
     write_csv,
 )
-from tests.support import KAFKA_SH
+from tests.support import KAFKA_SH, TrainerProcess, checkpoint_weights, history_facts
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.distributed]
 
@@ -207,3 +213,79 @@ def test_rolling_restart_of_all_three_nodes_while_ingest_and_training_run(tmp_pa
     assert check.exact, check
     assert final.exact and final.n_sum == len(expected), final
     check_history(env)
+
+
+def test_multi_partition_training_killed_at_random_points_and_resumed_gives_the_uninterrupted_history(
+        tmp_path, cluster, fault_row):
+    """3 partitions (replication factor 3) with late rows; the trainer SIGKILLed again and again, at fault points
+    drawn at random (stage, and how many times it is passed first) and at random moments, restarted each time: its
+    history rows and final weights must be those of an uninterrupted trainer on the same log."""
+    topic = unique("cl-merge")
+    env = env_for(tmp_path / "ingest", cluster.bootstrap, topic, RETRAIN_TOPIC_PARTITIONS=3)
+    days = [drone_rows(2400, start=2400 * d) for d in range(3)]
+    late = drone_rows(350, types=("florist", "grocery"))  # the first day's first hours, ingested last
+    files = [write_csv(tmp_path / "landing" / f"observations_2026-01-0{d + 1}.csv", rows) for d, rows in enumerate(days)]
+    files.append(write_csv(tmp_path / "landing" / "observations_2026-01-04.csv", late))
+    ingest_files(files, settings=settings_for(env))
+    data = check_topic(cluster.bootstrap, topic, [r for rows in days for r in rows] + late)
+    assert data.exact and len(data.offsets) == 3, data
+
+    whole_env = env_for(tmp_path / "whole", cluster.bootstrap, topic)
+    TrainerProcess(whole_env).ok(*trainer_args())
+    killed_env = env_for(tmp_path / "killed", cluster.bootstrap, topic)
+    trainer = TrainerProcess(killed_env)
+    rng = random.Random(15)
+    stages = ["train_after_step", "after_temp_write", "after_rename", "train_after_checkpoint", "train_after_history",
+              "train_after_commit"]
+    kills: list[str] = []
+    for k in range(8):
+        if k % 2 == 0:  # at a fault point: the n-th time the stage is passed (a checkpoint every 2 mini-batches)
+            fault = f"{rng.choice(stages)}:{rng.randint(1, 12)}"
+            rc, _summary, err = trainer.run(*trainer_args(), fault=fault)
+        else:  # at a moment: from the import of TensorFlow to the last checkpoint
+            fault = f"{rng.uniform(2.0, 14.0):.1f} s"
+            proc = trainer.start(*trainer_args())
+            try:
+                proc.communicate(timeout=float(fault.split()[0]))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            _out, err = proc.communicate()
+            rc = proc.returncode
+        assert rc in (-9, 0), f"{fault}: rc {rc}:\n{err[-3000:]}"
+        if rc == 0:
+            break  # finished before the kill: nothing left to interrupt
+        kills.append(fault)
+        state = durable_state_of_partitions(killed_env, data.offsets)
+        assert not state, (fault, state)
+    trainer.ok(*trainer_args())
+    whole, resumed = settings_for(whole_env), settings_for(killed_env)
+    final = check_training(resumed.db_url, data.offsets)
+    same_history = history_facts(resumed.db_url) == history_facts(whole.db_url)
+    w_whole, w_resumed = checkpoint_weights(whole.checkpoint_dir), checkpoint_weights(resumed.checkpoint_dir)
+    same_weights = w_whole.keys() == w_resumed.keys() and all(
+        np.array_equal(w_whole[name], w_resumed[name]) for name in w_whole)
+    fault_row("3-node cluster, 3 partitions with late rows: trainer SIGKILLed at random points (fault points and "
+              "moments), restarted; same history and weights as an uninterrupted run", runs=trainer.runs + 1,
+              produced=data.in_topic, in_topic=data.in_topic, trained=final.trained, duplicates=final.duplicates,
+              losses=final.losses, note=f"{len(kills)} kills: {', '.join(kills)}; history "
+                                        f"{'identical' if same_history else 'DIFFERENT'}, weights "
+                                        f"{'identical' if same_weights else 'DIFFERENT'}")
+    assert len(kills) >= 4, kills
+    assert final.exact and final.n_sum == data.in_topic, final
+    assert same_history and same_weights
+    check_history(killed_env)
+
+
+def durable_state_of_partitions(env, offsets) -> list[str]:
+    """What a killed multi-partition run left breaks nothing: the history covers each partition's data offsets
+    below its end at most once, and never runs past the newest checkpoint's offsets."""
+    settings = settings_for(env)
+    check = check_training(settings.db_url, offsets)
+    problems = [] if check.duplicates == 0 else [f"offsets trained twice: {check}"]
+    info = newest_checkpoint(env)
+    ckpt = {int(p): o for p, o in (info.meta["offsets"] if info is not None else {}).items()}
+    for row in batch_rows(settings.db_url):
+        for p, o in row.offsets_to.items():
+            if o > ckpt.get(int(p), 0):
+                problems.append(f"history row {row.batch_key} runs past the checkpoint {ckpt}")
+    return problems

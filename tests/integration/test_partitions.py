@@ -10,8 +10,6 @@ twice by a record limit, then resumed from its checkpoints, gives the history of
 
 from __future__ import annotations
 
-import io
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -19,18 +17,13 @@ import pytest
 
 from include.ingest.interval import ingest_files
 from tests.faults.helpers import check_training, drone_rows, env_for, settings_for, write_csv
-from tests.support import Runner, read_topic, unique
+from tests.support import Runner, checkpoint_weights, history_facts, read_topic, unique
 from tests.unit.test_merge import head_merge
 
 pytestmark = pytest.mark.integration
 
 PARTITIONS = 4
 BATCH = 100
-# The columns of a history row that depend on what was trained, not on which run trained it.
-FACTS = ("batch_key", "seq", "offsets_from", "offsets_to", "n", "n_train", "n_eval", "loss", "train_accuracy",
-         "window_accuracy", "prequential_accuracy", "event_time_min", "event_time_max")
-
-
 @pytest.fixture(scope="module")
 def partitioned(kafka_bootstrap, tmp_path_factory) -> dict:
     """The topic, its data offsets per partition and its records in the reference merge's order."""
@@ -53,24 +46,12 @@ def partitioned(kafka_bootstrap, tmp_path_factory) -> dict:
             "offsets": {p: [o for o, _ in rows] for p, rows in log.items()}}
 
 
-def facts(runner: Runner) -> list[tuple]:
-    return [tuple(getattr(row, name) for name in FACTS) for row in runner.batches()]
+def facts(run: Runner) -> list[tuple]:
+    return history_facts(run.db_url)
 
 
-def weights(runner: Runner, model: str = "default") -> dict[str, np.ndarray]:
-    """Every variable of the newest checkpoint's model (weights and optimizer), read from its weights file."""
-    import h5py
-
-    from include.training.checkpoint import CheckpointStore
-
-    loaded = CheckpointStore(settings_for(runner.env).checkpoint_dir / model).load_latest(model=False)
-    assert loaded is not None
-    with zipfile.ZipFile(io.BytesIO(loaded.model_bytes)) as keras_zip:
-        data = keras_zip.read("model.weights.h5")
-    out: dict[str, np.ndarray] = {}
-    with h5py.File(io.BytesIO(data), "r") as h5:
-        h5.visititems(lambda name, item: out.__setitem__(name, item[()]) if isinstance(item, h5py.Dataset) else None)
-    return out
+def weights(run: Runner) -> dict[str, np.ndarray]:
+    return checkpoint_weights(settings_for(run.env).checkpoint_dir)
 
 
 def runner(tmp_path: Path, name: str, bootstrap: str, topic: str) -> Runner:
