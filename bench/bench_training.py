@@ -117,23 +117,23 @@ def seed_loop(bootstrap: str, topic: str, records: int) -> dict:
 # The fast path: the real trainer as a process
 
 
-def trainer_env(bootstrap: str, topic: str, state: Path, project: Path = PROJECT) -> dict:
+def trainer_env(bootstrap: str, topic: str, state: Path, project: Path = PROJECT, schema: str = "blog_drift") -> dict:
     return {**os.environ, "PYTHONPATH": str(project), "RETRAIN_STATE_DIR": str(state),
-            "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "RETRAIN_TOPIC": topic, "RETRAIN_SCHEMA": "blog_drift",
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "RETRAIN_TOPIC": topic, "RETRAIN_SCHEMA": schema,
             "RETRAIN_CONSUMER_GROUP": f"bench-trainer-{uuid.uuid4().hex[:8]}", "RETRAIN_STREAM_TIMEOUT_S": "5",
             "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 
 def run_trainer(bootstrap: str, topic: str, state: Path, *args: str, mode: str = "single_pass", rss: bool = False,
-                project: Path = PROJECT) -> dict:
-    """Run ``python -m include train`` (``project``'s code) on ``topic``; with ``rss``, sample its RSS against its
-    progress lines."""
+                project: Path = PROJECT, schema: str = "blog_drift") -> dict:
+    """Run ``python -m include train`` (``project``'s code) on ``topic`` (of ``schema``); with ``rss``, sample its RSS
+    against its progress lines."""
     import psutil
 
     started = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "include", "train", "--mode", mode, "--model-name", "bench",
                              "--no-register", *args],
-                            env=trainer_env(bootstrap, topic, state, project), cwd=project, stdout=subprocess.PIPE,
+                            env=trainer_env(bootstrap, topic, state, project, schema), cwd=project, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     samples: list[tuple[float, int, int]] = []  # (time, records so far, rss bytes)
     records_now = [0]
