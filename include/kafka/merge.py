@@ -53,24 +53,27 @@ class EventTimeMerge:
 
     def __init__(self, partitions: Iterable[int]) -> None:
         self._open = {int(p) for p in partitions}  # partitions not at their end yet
-        self._chunks: dict[int, list[tuple[Records, np.ndarray]]] = {}  # per partition: buffered records, their keys
+        # Per partition, the buffered records in order, in chunks: (a fetch, the rows of this partition in it, their
+        # merge keys). Rows point into the fetch: no value is copied before it is released.
+        self._chunks: dict[int, list[tuple[Records, np.ndarray, np.ndarray]]] = {}
         self._last: dict[int, int] = {}  # per partition: the merge key of the newest record added
         self.buffered = 0
 
     def add(self, records: Records) -> None:
         """A fetch, in consumption order (each partition's records in offset order)."""
-        if not len(records):
+        n = len(records)
+        if not n:
             return
         parts = records.partitions
         if parts[0] == parts[-1] and (parts == parts[0]).all():
-            groups = [(int(parts[0]), records)]
+            groups = [(int(parts[0]), np.arange(n))]
         else:
-            groups = [(p, records.take(np.flatnonzero(parts == p))) for p in np.unique(parts).tolist()]
-        for p, mine in groups:
-            keys = merge_keys(mine.timestamps, self._last.get(p))
+            groups = [(p, np.flatnonzero(parts == p)) for p in np.unique(parts).tolist()]
+        for p, rows in groups:
+            keys = merge_keys(records.timestamps[rows], self._last.get(p))
             self._last[p] = int(keys[-1])
-            self._chunks.setdefault(p, []).append((mine, keys))
-            self.buffered += len(mine)
+            self._chunks.setdefault(p, []).append((records, rows, keys))
+            self.buffered += rows.size
 
     @property
     def open(self) -> frozenset[int]:
@@ -87,19 +90,18 @@ class EventTimeMerge:
 
     def release(self, limit: int | None = None) -> Records:
         """The records that come next in the merged order and that nothing unread can precede (at most ``limit``)."""
-        pieces: list[tuple[Records, np.ndarray]] = []
+        pieces: list[tuple[Records, np.ndarray, np.ndarray]] = []
+        partitions = 0
         for p in sorted(self._chunks):
             bound = self._bound(p)
             if bound is _BLOCKED:
                 continue
-            pieces.extend(self._take(p, bound))
+            taken = self._take(p, bound)
+            pieces.extend(taken)
+            partitions += bool(taken)
         if not pieces:
             return Records.empty()
-        records = Records.concat([r for r, _ in pieces])
-        keys = np.concatenate([k for _, k in pieces]) if len(pieces) > 1 else pieces[0][1]
-        if len({int(r.partitions[0]) for r, _ in pieces}) > 1:
-            order = np.lexsort((records.offsets, records.partitions, keys))
-            records, keys = records.take(order), keys[order]
+        records, keys = _gather(pieces, reorder=partitions > 1)
         self.buffered -= len(records)
         if limit is not None and len(records) > limit:
             self._put_back(records.slice(limit, len(records)), keys[limit:])
@@ -120,19 +122,19 @@ class EventTimeMerge:
             bound = allowed if bound is None else min(bound, allowed)
         return bound
 
-    def _take(self, p: int, bound: int | None) -> list[tuple[Records, np.ndarray]]:
-        """The buffered records of ``p`` with merge key <= ``bound`` (all when None): a prefix, as it lies in chunks."""
+    def _take(self, p: int, bound: int | None) -> list[tuple[Records, np.ndarray, np.ndarray]]:
+        """The buffered chunks of ``p`` with merge key <= ``bound`` (all when None): a prefix, the last one cut."""
         chunks = self._chunks[p]
-        out: list[tuple[Records, np.ndarray]] = []
+        out = []
         while chunks:
-            records, keys = chunks[0]
+            records, rows, keys = chunks[0]
             if bound is None or keys[-1] <= bound:
                 out.append(chunks.pop(0))
                 continue
             cut = int(np.searchsorted(keys, bound, side="right"))
             if cut:
-                out.append((records.slice(0, cut), keys[:cut]))
-                chunks[0] = (records.slice(cut, len(records)), keys[cut:])
+                out.append((records, rows[:cut], keys[:cut]))
+                chunks[0] = (records, rows[cut:], keys[cut:])
             break
         if not chunks:
             del self._chunks[p]
@@ -142,8 +144,39 @@ class EventTimeMerge:
         """Released records that exceed the caller's limit go back to the front of their partitions' buffers."""
         for p in np.unique(records.partitions).tolist():
             mine = np.flatnonzero(records.partitions == p)
-            self._chunks.setdefault(p, []).insert(0, (records.take(mine), keys[mine]))
+            self._chunks.setdefault(p, []).insert(0, (records, mine, keys[mine]))
         self.buffered += len(records)
+
+
+def _gather(pieces: list[tuple[Records, np.ndarray, np.ndarray]], *, reorder: bool) -> tuple[Records, np.ndarray]:
+    """The records of ``pieces`` (fetch, rows, keys) as one :class:`Records` with their keys, sorted by (merge key,
+    partition, offset) when ``reorder`` (pieces of several partitions), else in the pieces' order.
+
+    The values are copied once: slices of the fetches where the rows are a contiguous run and nothing is reordered
+    (one partition's fetches), else one gather from the fetches' values laid end to end.
+    """
+    keys = np.concatenate([k for _, _, k in pieces]) if len(pieces) > 1 else pieces[0][2]
+    contiguous = all(rows.size == 0 or int(rows[-1]) - int(rows[0]) + 1 == rows.size for _, rows, _ in pieces)
+    if not reorder and contiguous:
+        parts = [fetch.slice(int(rows[0]), int(rows[-1]) + 1) for fetch, rows, _ in pieces if rows.size]
+        return Records.concat(parts), keys
+    pool: list = []
+    base: dict[int, int] = {}
+    for fetch, _, _ in pieces:
+        if id(fetch) not in base:
+            base[id(fetch)] = len(pool)
+            pool.extend(fetch.values)
+    index = np.concatenate([rows + base[id(fetch)] for fetch, rows, _ in pieces])
+
+    def column(name: str) -> np.ndarray:
+        return np.concatenate([getattr(fetch, name)[rows] for fetch, rows, _ in pieces])
+
+    partitions, offsets, timestamps, timed = column("partitions"), column("offsets"), column("timestamps"), column("timed")
+    if reorder:
+        order = np.lexsort((offsets, partitions, keys))
+        index, keys = index[order], keys[order]
+        partitions, offsets, timestamps, timed = partitions[order], offsets[order], timestamps[order], timed[order]
+    return Records([pool[i] for i in index.tolist()], partitions, offsets, timestamps, timed), keys
 
 
 __all__ = ["EventTimeMerge", "merge_keys"]

@@ -81,12 +81,6 @@ class Records:
         return Records(self.values[start:stop], self.partitions[start:stop], self.offsets[start:stop],
                        self.timestamps[start:stop], self.timed[start:stop])
 
-    def take(self, index: np.ndarray) -> "Records":
-        """The records at ``index`` (integer positions), in that order."""
-        values = self.values
-        return Records([values[i] for i in index.tolist()], self.partitions[index], self.offsets[index],
-                       self.timestamps[index], self.timed[index])
-
     def message(self, i: int) -> Message:
         """Record ``i`` as a :class:`Message`."""
         return Message(int(self.partitions[i]), int(self.offsets[i]), self.values[i],
