@@ -117,11 +117,11 @@ class Brokers:
 
 def wait_for_coordinator(bootstrap: str, timeout: float = 120.0) -> None:
     """Until the group coordinator answers (just after a start it says 'not coordinator')."""
-    from confluent_kafka import Consumer, KafkaException, TopicPartition
+    from confluent_kafka import KafkaException, TopicPartition
 
     deadline = time.monotonic() + timeout
     while True:
-        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-warm-up", "enable.auto.commit": False})
+        consumer = clients_for(bootstrap).consumer("bench-warm-up", role="offsets")
         try:
             consumer.committed([TopicPartition("bench-warm-up", 0)], timeout=10)
             return

@@ -10,8 +10,9 @@ One run, in order (:meth:`Trainer.run` reads the same way):
    (:mod:`include.training.resume`): write the history rows the checkpoint carries and commit its offsets to the
    consumer group (both idempotent).
 3. Read from those offsets up to the end offsets seen at start (or a timeout / record / time limit), with
-   :class:`include.kafka.reader.BoundedReader` (whole fetches as columns, fetched by the client while TensorFlow is
-   imported, then read and decoded ahead in a thread: :mod:`include.training.prefetch`) or with tensorflow-io
+   :class:`include.kafka.reader.BoundedReader` (whole fetches as columns, several partitions merged by event time
+   into one order, fetched by the client while TensorFlow is imported, then read and decoded ahead in a thread:
+   :mod:`include.training.prefetch`) or with tensorflow-io
    (:mod:`include.kafka.tfio_reader`); cut mini-batches and chunks, dead-letter poison messages, train with the
    compiled learner (:mod:`include.training.loop`). The summary's ``timings`` say where the time went.
 4. Make progress durable (:mod:`include.training.durability`) in this order: dead letters flushed, checkpoint
