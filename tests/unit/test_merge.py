@@ -200,8 +200,8 @@ def reader_over(log: Log, end: dict[int, int], rng: random.Random, **limits):
     start = {p: (rows[0][0] if rows else end[p]) for p, rows in log.items()}
     queues = {p: [FakeMsg(p, o, f"{p}:{o}".encode(), t) for o, t in rows] + [eof(p, end[p])]
               for p, rows in log.items()}
-    for p in queues:  # a record appended after the start: past the end, never read in this run
-        queues[p].insert(len(queues[p]) - 1, FakeMsg(p, end[p] + 1, b"late", 0))
+    for p in queues:  # a record written after the run started: past the end seen at start, not read in this run
+        queues[p].insert(len(queues[p]) - 1, FakeMsg(p, end[p] + 1, b"past the end", 0))
     messages = []
     while any(queues.values()):
         p = rng.choice([q for q in queues if queues[q]])
