@@ -13,7 +13,8 @@ In one run:
 * a single broker (``infra/kafka/kafka.sh start`` on ``--single-port``, its own state folder), then the 3-node cluster
   (``infra/kafka/kafka.sh cluster start`` on ``--cluster-port``: combined KRaft nodes, ``min.insync.replicas=2``),
   each started by this script, used alone (the other stopped) and stopped at the end; on each, a 1,000-row file is
-  ingested first, not measured (the first transaction creates the transaction state log);
+  ingested first, not measured (the first transaction creates the transaction state log), and the brokers' own CPU
+  with no client is measured for ``--idle-seconds`` after that and again after the measurements;
 * for each configuration (1 broker RF 1; 3 brokers RF 1; 3 brokers RF 3; each with 1 and with 6 partitions), on a
   topic of its own created with that replication factor (RF 1 topics on the cluster with ``min.insync.replicas=1``):
 
@@ -254,6 +255,16 @@ def read(bootstrap: str, topic: str, config: Config, pids: list[int]) -> Phase:
     return phase
 
 
+def idle_phase(what: str, config: Config, pids: list[int], seconds: float) -> Phase:
+    """The brokers' own CPU while no client uses them (background work: controllers, replication fetches, JIT)."""
+    phase = Phase(what, config)
+    with measured(phase, pids):
+        time.sleep(seconds)
+    print(f"  {'1 broker' if config.brokers == 1 else '3 brokers'}, {what}: JVMs {phase.jvm / phase.wall:.2f} cores, "
+          f"others {phase.others / phase.wall:.2f} cores", flush=True)
+    return phase
+
+
 def train(bootstrap: str, topic: str, rows: int, work: Path, config: Config, pids: list[int]) -> Phase:
     phase = Phase("train", config)
     with measured(phase, pids):
@@ -284,7 +295,7 @@ def _cpu_cells(p: Phase) -> str:
     return f"{p.jvm:.1f} / {p.client:.1f} / {p.others:.1f} | {p.busy:.0%} | {p.load:.1f}"
 
 
-def render(args, info: dict, phases: list[Phase], recounts: int) -> str:
+def render(args, info: dict, phases: list[Phase], recounts: int, idle: list[Phase]) -> str:
     by = {(p.what, p.config): p for p in phases}
     head = ("| configuration | {what} | seconds | CPU s: JVMs / client / others | machine busy | load | JVMs CPU µs per "
             "{unit} | client CPU µs per {unit} | {what} if {cores} cores were theirs alone | costliest |")
@@ -330,6 +341,11 @@ def render(args, info: dict, phases: list[Phase], recounts: int) -> str:
         after = p.count / (run - startup) if run > startup else float("nan")
         lines.append(f"| {c.label} | **{p.count / run:,.0f}** | {after:,.0f} | {p.wall:.1f} | {_cpu_cells(p)} | "
                      f"{_costs(p)} |")
+    lines += ["", f"## The brokers' own CPU with no client ({args.idle_seconds:g} s each)", "",
+              "| brokers | when | JVMs CPU, cores | others CPU, cores |", "|---|---|---:|---:|"]
+    for p in idle:
+        lines.append(f"| {'1 broker' if p.config.brokers == 1 else '3 brokers'} | {p.what} | {p.jvm / p.wall:.2f} | "
+                     f"{p.others / p.wall:.2f} |")
     lines += ["", f"Command: `bench/bench_scaling.py --rows {args.rows} --shops {args.shops}`; every topic read back "
                   "complete (ingest: read_committed count; read and train: every record)"
               + (f"; {recounts} read-back count(s) right after an ingest's commit stopped short and were counted "
@@ -346,6 +362,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cluster-port", type=int, default=29102,
                         help="the cluster's first port (default 29102; nodes 10 apart, controllers one above)")
     parser.add_argument("--out", type=Path, default=PROJECT / "bench" / "results" / "scaling.md")
+    parser.add_argument("--idle-seconds", type=float, default=10.0,
+                        help="how long the brokers' own CPU is measured with no client, after start-up and at the end")
     parser.add_argument("--tmp", type=Path, default=None, help="folder for data and broker state (default: system temp)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -354,6 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     info = {"when": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": describe_machine(),
             "load_before": f"{os.getloadavg()[0]:.2f}"}
     phases: list[Phase] = []
+    idle: list[Phase] = []
     run = uuid.uuid4().hex[:6]
     try:
         path = work / "observations_2026-01-01.csv"
@@ -377,6 +396,7 @@ def main(argv: list[str] | None = None) -> int:
                 warm_config = Config(3 if cluster else 1, 3 if cluster else 1, 1)
                 create_topic(brokers.bootstrap, warm_topic, warm_config)
                 ingest(brokers.bootstrap, warm_topic, warm, warm_rows, work, warm_config, brokers.pids)
+                idle.append(idle_phase("idle, after start-up", warm_config, brokers.pids, args.idle_seconds))
                 for config in CONFIGS:
                     if (config.brokers == 3) != cluster:
                         continue
@@ -389,10 +409,11 @@ def main(argv: list[str] | None = None) -> int:
                         print(f"  {config.label}: {phase.what} {phase.rate:,.0f}/s in {phase.wall:.1f} s; CPU s: "
                               f"JVMs {phase.jvm:.1f}, client {phase.client:.1f}, others {phase.others:.1f}; "
                               f"busy {phase.busy:.0%}; load {phase.load:.1f}", flush=True)
+                idle.append(idle_phase("idle, after the measurements", warm_config, brokers.pids, args.idle_seconds))
             finally:
                 brokers.stop()
         recounts = sum(p.extra.get("recounts", 0) for p in phases)
-        publish(render(args, info, phases, recounts), args.out)
+        publish(render(args, info, phases, recounts, idle), args.out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0
