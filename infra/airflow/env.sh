@@ -13,7 +13,10 @@ export AIRFLOW__API__PORT="${AIRFLOW__API__PORT:-8080}"
 export AIRFLOW__API__HOST="${AIRFLOW__API__HOST:-127.0.0.1}"
 export AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="${AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL:-30}"
 export KAFKA_BOOTSTRAP_SERVERS="${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:${KAFKA_PORT:-9092}}"
-export AIRFLOW_CONN_KAFKA_DEFAULT="${AIRFLOW_CONN_KAFKA_DEFAULT:-{\"conn_type\": \"kafka\", \"extra\": {\"bootstrap.servers\": \"$KAFKA_BOOTSTRAP_SERVERS\"}}}"
+# (Not ${VAR:-default}: the braces of the JSON would end the expansion and append "}}" to a value given before.)
+if [ -z "${AIRFLOW_CONN_KAFKA_DEFAULT:-}" ]; then
+  export AIRFLOW_CONN_KAFKA_DEFAULT="{\"conn_type\": \"kafka\", \"extra\": {\"bootstrap.servers\": \"$KAFKA_BOOTSTRAP_SERVERS\"}}"
+fi
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 # Airflow's SQLite metadata DB: wait for the writer instead of failing with "database is locked". (Not for the
 # PostgreSQL of scripts/cluster.sh, whose driver has no such argument.)
