@@ -6,6 +6,7 @@
 # environment (infra/cluster/stack.py derives both from docker-compose.yml; infra/cluster/env.sh has the ports).
 #
 #   scripts/cluster.sh start        start what is not running (all of it the first time), wait until healthy
+#   scripts/cluster.sh start NAME   start one Airflow process (e.g. a killed worker-1)
 #   scripts/cluster.sh stop         stop all of it (Airflow, Redis, PostgreSQL, the Kafka cluster)
 #   scripts/cluster.sh status       each part; exit 0 when all run and Airflow is healthy
 #   scripts/cluster.sh url | login  the UI's address; the login (the simple auth manager's generated password)
@@ -58,6 +59,23 @@ workers_ready() {
   for name in $(names | grep '^worker-'); do
     grep -q "$name@[^ ]* ready\." "$RUN/$name.log" 2>/dev/null || return 1
   done
+}
+
+start_one() {
+  # One Airflow process (e.g. a killed worker), the rest of the stack already running.
+  local name="$1" command
+  command="$(processes | awk -F'\t' -v n="$name" '$1 == n { print $2 }')"
+  [ -n "$command" ] || { log "no process named '$name' (names: $(names | tr '\n' ' '))"; exit 2; }
+  mkdir -p "$RUN"
+  if running_pid "$name" >/dev/null; then log "$name already running"; return 0; fi
+  launch "$name" "$command"
+  local waited=0
+  until healthy && workers_ready; do
+    running_pid "$name" >/dev/null || { log "$name exited"; tail -n 40 "$RUN/$name.log" >&2; exit 1; }
+    [ "$waited" -lt "$START_TIMEOUT" ] || { log "not healthy after ${START_TIMEOUT}s"; exit 1; }
+    sleep 1; waited=$((waited + 1))
+  done
+  log "$name running"
 }
 
 start() {
@@ -133,12 +151,12 @@ status() {
 }
 
 case "${1:-}" in
-  start) start ;;
+  start) if [ -n "${2:-}" ]; then start_one "$2"; else start; fi ;;
   stop) stop ;;
   status) status ;;
   url) echo "$URL" ;;
   login) "$HERE/airflow.sh" login ;;
   kill) kill_process "${2:?usage: $0 kill NAME}" ;;
   pids) pid="$(running_pid "${2:?usage: $0 pids NAME}")" && session_pids "$pid" ;;
-  *) echo "usage: $0 {start|stop|status|url|login|kill NAME|pids NAME}" >&2; exit 2 ;;
+  *) echo "usage: $0 {start [NAME]|stop|status|url|login|kill NAME|pids NAME}" >&2; exit 2 ;;
 esac
