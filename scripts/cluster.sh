@@ -82,16 +82,18 @@ start() {
   mkdir -p "$RUN"
   "$PROJECT/infra/postgres/postgres.sh" start
   "$PROJECT/infra/redis/redis.sh" start
-  # The three Kafka nodes start while Airflow's database is migrated.
+  # The three Kafka nodes start while Airflow's database is migrated and its processes start (tasks need Kafka,
+  # starting Airflow does not).
   "$KAFKA" cluster start >"$RUN/kafka-start.log" 2>&1 &
   local kafka_pid=$!
   airflow db migrate >"$RUN/migrate.log" 2>&1 || { log "airflow db migrate failed"; tail -n 30 "$RUN/migrate.log" >&2; wait "$kafka_pid" || true; exit 1; }
-  wait "$kafka_pid" || { log "the Kafka cluster did not start"; tail -n 30 "$RUN/kafka-start.log" >&2; exit 1; }
-  log "Kafka cluster ready: $KAFKA_BOOTSTRAP_SERVERS"
+  log "database migrated (${SECONDS}s)"
   local name command
   while IFS=$'\t' read -r name command; do
     running_pid "$name" >/dev/null || launch "$name" "$command"
   done < <(processes)
+  wait "$kafka_pid" || { log "the Kafka cluster did not start"; tail -n 30 "$RUN/kafka-start.log" >&2; exit 1; }
+  log "Kafka cluster ready: $KAFKA_BOOTSTRAP_SERVERS (${SECONDS}s)"
   local waited=0
   until healthy && workers_ready; do
     for name in $(names); do
@@ -100,7 +102,7 @@ start() {
     [ "$waited" -lt "$START_TIMEOUT" ] || { log "not healthy after ${START_TIMEOUT}s"; exit 1; }
     sleep 2; waited=$((waited + 2))
   done
-  log "healthy at $URL (workers: $(names | grep '^worker-' | tr '\n' ' '))"
+  log "healthy at $URL (workers: $(names | grep '^worker-' | tr '\n' ' ')) after ${SECONDS}s"
 }
 
 stop_airflow() {
