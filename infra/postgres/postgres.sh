@@ -58,7 +58,11 @@ psql_socket() {
 init() {
   mkdir -p "$STATE"
   chmod 700 "$STATE"
-  [ "$(id -u)" -ne 0 ] || chown postgres:postgres "$STATE"
+  if [ "$(id -u)" -eq 0 ]; then
+    chown postgres:postgres "$STATE"
+    runuser -u postgres -- test -x "$STATE" || {
+      log "the postgres user cannot reach $STATE: let it through the folders above (chmod o+x)"; exit 1; }
+  fi
   local pwfile="$STATE/.pwfile"
   (umask 077 && printf '%s\n' "$PASSWORD" >"$pwfile")
   [ "$(id -u)" -ne 0 ] || chown postgres:postgres "$pwfile"

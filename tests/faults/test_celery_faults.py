@@ -27,7 +27,7 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -155,6 +155,14 @@ class Stack:
         return None
 
 
+def seconds(start: datetime | str | None, end: datetime | str | None) -> str:
+    """Seconds between two instants (the API's ISO strings or datetimes), or '?' when one is missing."""
+    if start is None or end is None:
+        return "?"
+    start, end = (datetime.fromisoformat(x.replace("Z", "+00:00")) if isinstance(x, str) else x for x in (start, end))
+    return f"{(end - start).total_seconds():.0f}"
+
+
 def topic_check(stack: Stack, timeout: float = 60):
     """The topic against every row ingested so far, once what was committed is visible: a transaction's commit
     markers reach the partitions after the producer's commit returns, so a reader may briefly see less."""
@@ -245,9 +253,8 @@ def test_worker_sigkilled_mid_training_retry_resumes_on_the_other_worker(stack, 
                 restart.append(subprocess.Popen([str(CLUSTER_SH), "start", workers[1]], env=stack.env,
                                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
-    killed_at = time.monotonic()
+    killed_at = datetime.now(timezone.utc)
     state = stack.wait_done(TRAIN, run_id, "train", timeout=300, watch=watch)
-    recovered_in = time.monotonic() - killed_at
     stack.pause(TRAIN, True)
     tries = stack.tries(TRAIN, run_id, "train")
     summary = stack.returned(TRAIN, run_id, "train")
@@ -261,7 +268,9 @@ def test_worker_sigkilled_mid_training_retry_resumes_on_the_other_worker(stack, 
               duplicates=final.duplicates, losses=final.losses,
               note=f"{workers[1]} killed after the checkpoint at offset {at_kill} of {total}; try 2 on "
                    f"{workers.get(2)} resumed at {summary['offsets_from']['0']} and trained {summary['records']}; "
-                   f"{recovered_in:.0f}s from kill to success (heartbeat timeout 15s, retry_delay 30s)")
+                   f"try 1 failed {seconds(killed_at, tries[0]['end_date'])}s after the kill (heartbeat timeout 15s), "
+                   f"try 2 started {seconds(tries[0]['end_date'], tries[-1]['start_date'])}s later (retry_delay 30s) "
+                   f"and took {seconds(tries[-1]['start_date'], tries[-1]['end_date'])}s")
     assert state == "success", (state, tries)
     assert [t["try_number"] for t in tries] == [1, 2] and tries[-1]["state"] == "success", tries
     assert workers.get(2) is not None and workers[2] != workers[1], workers
