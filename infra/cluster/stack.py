@@ -88,6 +88,12 @@ NATIVE_ONLY: dict[str, str] = {
     "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": "one machine: a port of its own",
     "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": "one machine: a port of its own",
     "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": "one machine: a port of its own",
+    # From infra/airflow/env.sh, which every local Airflow of the project sources:
+    "AIRFLOW__CORE__DAGS_FOLDER": "the image copies dags/ to its default folder; natively <project>/dags",
+    "AIRFLOW__CORE__PLUGINS_FOLDER": "the image copies plugins/ to its default folder; natively <project>/plugins",
+    "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "the simple auth manager's user (see AIRFLOW__CORE__AUTH_MANAGER)",
+    "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": "its generated password, in the Airflow home",
+    "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "new DAG files show up within 30 s, as with `make run`",
 }
 
 #: The prefixes of the variables the stack carries over (the image-specific rest, e.g. DUMB_INIT_SETSID, stays).
