@@ -126,7 +126,7 @@ stop_airflow() {
 stop() {
   [ -d "$RUN" ] && stop_airflow
   RETRAIN_STATE_DIR="$RETRAIN_STATE_DIR" "$HERE/serve.sh" stop >/dev/null 2>&1 || true
-  "$KAFKA" cluster stop
+  if compgen -G "$KAFKA_CLUSTER_DIR/node-*/broker.pid" >/dev/null; then "$KAFKA" cluster stop; fi
   "$PROJECT/infra/redis/redis.sh" stop
   "$PROJECT/infra/postgres/postgres.sh" stop
 }

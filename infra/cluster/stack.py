@@ -262,6 +262,8 @@ def backing_env(env: Mapping[str, str]) -> dict[str, str]:
         "POSTGRES_STATE_DIR": str(native.state / "postgres"), "POSTGRES_PORT": str(native.postgres_port),
         "REDIS_STATE_DIR": str(native.state / "redis"), "REDIS_PORT": str(native.redis_port),
         "KAFKA_CLUSTER_PORT": str(native.kafka_port),
+        # kafka.sh cluster's own default: `infra/kafka/kafka.sh cluster status` finds the nodes without this stack.
+        "KAFKA_CLUSTER_DIR": env.get("KAFKA_CLUSTER_DIR") or str(PROJECT / ".state" / "kafka-cluster"),
     }
 
 

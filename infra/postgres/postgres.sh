@@ -108,6 +108,7 @@ start() {
 }
 
 stop() {
+  [ -f "$DATA/postmaster.pid" ] || { log "not running"; return 0; }
   BIN="$(bindir)"
   local mode="${1:-fast}"
   case "$mode" in fast|immediate|smart) ;; *) log "stop mode must be fast, immediate or smart"; exit 2 ;; esac
