@@ -17,6 +17,7 @@ what ``scripts/cluster.sh`` runs without Docker:
   versions (``retrain-state``, ``checkpoints``) are therefore in one shared folder.
 * **On purpose different** (:data:`DIFFERENT`): the auth manager and the JWT secret; **native only**
   (:data:`NATIVE_ONLY`): what one machine running every process needs (ports of their own, the Airflow home).
+  Each entry says why.
 
 tests/unit/test_compose.py checks the result against the file, fact by fact.
 
@@ -71,30 +72,33 @@ LEFT_OUT: dict[str, str] = {
     "airflow-init": "one-shot: scripts/cluster.sh migrates the database itself (`airflow db migrate`)",
 }
 
-#: Variables whose native value differs from compose's on purpose, and why.
-DIFFERENT: dict[str, str] = {
-    "AIRFLOW__CORE__AUTH_MANAGER": "compose uses the FAB auth manager (its airflow-init creates the users; the image "
-                                   "has the provider); natively Airflow's simple auth manager with a generated "
-                                   "password, as `make run`",
-    "AIRFLOW__API_AUTH__JWT_SECRET": "compose has a local default; natively a secret generated once per stack "
-                                     "(<state>/jwt_secret, mode 600) unless the variable is set",
-}
+#: Variables whose native value differs from compose's on purpose:
+DIFFERENT = (
+    # compose uses the FAB auth manager (its airflow-init creates the users; the image has the provider); natively
+    # Airflow's default, the simple auth manager, with a generated password, as `make run`.
+    "AIRFLOW__CORE__AUTH_MANAGER",
+    # compose has a local default; natively one generated per stack (<state>/jwt_secret, mode 600) unless given.
+    "AIRFLOW__API_AUTH__JWT_SECRET",
+)
 
-#: Variables only the native stack sets, and why (the rest of its environment comes from infra/airflow/env.sh).
-NATIVE_ONLY: dict[str, str] = {
-    "AIRFLOW_HOME": "the containers use the image's /opt/airflow; natively <state>/airflow",
-    "AIRFLOW__API__HOST": "the API server listens on 127.0.0.1 only",
-    "AIRFLOW__API__PORT": "the container's 8080 is published; natively a port of its own (8081: `make run` has 8080)",
-    "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": "one machine: a port of its own",
-    "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": "one machine: a port of its own",
-    "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": "one machine: a port of its own",
-    # From infra/airflow/env.sh, which every local Airflow of the project sources:
-    "AIRFLOW__CORE__DAGS_FOLDER": "the image copies dags/ to its default folder; natively <project>/dags",
-    "AIRFLOW__CORE__PLUGINS_FOLDER": "the image copies plugins/ to its default folder; natively <project>/plugins",
-    "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "the simple auth manager's user (see AIRFLOW__CORE__AUTH_MANAGER)",
-    "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": "its generated password, in the Airflow home",
-    "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "new DAG files show up within 30 s, as with `make run`",
-}
+#: Variables only the native stack sets (the rest of its environment comes from infra/airflow/env.sh):
+NATIVE_ONLY = (
+    "AIRFLOW_HOME",  # the containers use the image's /opt/airflow; natively <state>/airflow
+    "AIRFLOW__API__HOST",  # the API server listens on 127.0.0.1 only
+    "AIRFLOW__API__PORT",  # compose publishes the container's 8080; natively 8081 (`make run` has 8080)
+    # One machine, so ports of their own:
+    "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT",
+    "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT",
+    "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT",
+    # From infra/airflow/env.sh, which every local Airflow of the project sources: the image has dags/ and plugins/ in
+    # its default folders, natively they are the project's; the simple auth manager's user and generated password (see
+    # AIRFLOW__CORE__AUTH_MANAGER); new DAG files show up within 30 s, as with `make run`.
+    "AIRFLOW__CORE__DAGS_FOLDER",
+    "AIRFLOW__CORE__PLUGINS_FOLDER",
+    "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS",
+    "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE",
+    "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL",
+)
 
 #: The prefixes of the variables the stack carries over (the image-specific rest, e.g. DUMB_INIT_SETSID, stays).
 CARRIED = ("AIRFLOW__", "AIRFLOW_CONN_", "KAFKA_", "RETRAIN_")

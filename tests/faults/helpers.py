@@ -384,7 +384,10 @@ class Postgres:
         return self.root / "data"
 
     def url(self, database: str) -> str:
-        return f"postgresql+psycopg2://postgres:{self.password}@127.0.0.1:{self.port}/{database}"
+        from sqlalchemy.engine import URL
+
+        return URL.create("postgresql+psycopg2", username="postgres", password=self.password, host="127.0.0.1",
+                          port=self.port, database=database).render_as_string(hide_password=False)
 
     def _script(self, *args: str) -> subprocess.CompletedProcess:
         env = {**os.environ, "POSTGRES_STATE_DIR": str(self.root), "POSTGRES_PORT": str(self.port),
