@@ -8,7 +8,8 @@ window of the latest 1,000 rows), and stops at the end offsets it saw at start, 
 accuracy) is logged every few seconds; accuracy history goes to the project database
 (`training_runs`, `batch_metrics`, `checkpoints`), shown on the **Model accuracy** page.
 
-Params: `mode` (`replay`, which learns from a bounded buffer of recent rows, or `single_pass`, the blog's loop;
+Params: `checkpoint_every_s` (60: how often progress is made durable, so how much a killed run's retry trains
+again at most), `mode` (`replay`, which learns from a bounded buffer of recent rows, or `single_pass`, the blog's loop;
 empty keeps the model's own mode, and a new model gets `replay`), `drift` (what to do when drift is detected: `none`, `shrink`, `retrain`)
 and `drift_detector` (`ewma`, the default, or `page_hinkley`). Detected drifts are recorded in `drift_events`.
 
@@ -60,6 +61,9 @@ ALERT_NOTIFIERS = [EmailDigestNotifier()]
         "reader": Param("confluent", enum=["confluent", "tfio"]),
         "max_records": Param(None, type=["null", "integer"], minimum=1),
         "max_seconds": Param(None, type=["null", "number"], minimum=1),
+        "checkpoint_every_s": Param(60, type="number", minimum=0,
+                                    description="make progress durable (checkpoint, history, offsets) at least this "
+                                                "often; a retry resumes from there"),
         "model_name": Param("default", type="string", pattern="^[A-Za-z0-9_.-]{1,64}$"),
         "drift": Param("none", enum=["none", "shrink", "retrain"],
                        description="reaction to a detected drift (detection always runs and is recorded)"),
@@ -76,7 +80,7 @@ def train_model():
         options = TrainOptions(
             model_name=params["model_name"], mode=params["mode"], reader=params["reader"],
             max_records=params["max_records"], max_seconds=params["max_seconds"], drift=params["drift"],
-            drift_detector=params["drift_detector"],
+            drift_detector=params["drift_detector"], checkpoint_every_s=params["checkpoint_every_s"],
         )
         return train(options=options, use_airflow=True, dag_id=dag_run.dag_id, dag_run_id=dag_run.run_id).as_dict()
 
