@@ -126,7 +126,8 @@ def ingest(
     db_url: DbUrlOpt = None,
     max_bad_fraction: Annotated[Optional[float], typer.Option(help="a file with more bad rows is refused whole")] = None,
 ) -> None:
-    """Ingest CSV files into Kafka, each valid row exactly once; prints the result as JSON."""
+    """Ingest CSV files into Kafka (the topic's live generation), each valid row exactly once; prints the result as
+    JSON. A file older than the newest ingested data waits for a rebuild (one line on stderr says so)."""
 
     def work() -> None:
         from include.ingest.interval import ingest_files
@@ -134,7 +135,10 @@ def ingest(
 
         settings = _settings(topic=topic, dlq_topic=dlq_topic, schema_name=schema, db_url=db_url,
                              kafka_bootstrap_servers=bootstrap_servers, max_bad_fraction=max_bad_fraction)
-        _print_json(ingest_files([as_path(f) for f in files], settings=settings).as_dict())
+        result = ingest_files([as_path(f) for f in files], settings=settings)
+        _print_json(result.as_dict())
+        for line in result.waiting_lines():  # an older file is not an error: it waits for a rebuild
+            typer.echo(line, err=True)
 
     _run(work)
 

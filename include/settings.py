@@ -77,6 +77,8 @@ class Settings(BaseSettings):
     # Generations and rebuilds (include.lifecycle.generations, include.rebuild)
     keep_generations: int = _var("RETRAIN_KEEP_GENERATIONS", 1, ge=0,
                                  description="earlier generations kept for switching back")
+    rebuild_model: str = _var("RETRAIN_REBUILD_MODEL", "default", min_length=1,
+                              description="the model name a rebuild requested by an older file rebuilds")
     rebuild_run_records: int = _var("RETRAIN_REBUILD_RUN_RECORDS", 500_000, ge=1,
                                     description="records per bounded training run of a rebuild")
     # Serving (include.serving): the HTTP scorer and the streaming scorer

@@ -15,7 +15,6 @@ from typing import Any, Iterable
 from sqlalchemy import func, select, update
 
 from include.history import db
-from include.ingest.errors import IngestError
 from include.ingest.validate import RowError
 
 QUARANTINE_BATCH = 2_000
@@ -67,16 +66,6 @@ class Ledger:
         """
         newest = self.newest_date() if day is not None else None
         return newest if newest is not None and day.isoformat() < newest else None
-
-    def refuse_out_of_order(self, name: str, day: date | None) -> None:
-        """Refuse a file dated before data already in the topic (until ingest records it as waiting instead)."""
-        newest = self.newer_data_than(day)
-        if newest is not None:
-            raise IngestError(
-                f"{name}: dated {day.isoformat()}, older than data already ingested into {self.topic} (newest {newest}); "
-                "ingesting it now would mix time orders in the stream the model learns from. To include it, retrain "
-                "from scratch: ingest all files into a new topic (RETRAIN_TOPIC) and train a new model name."
-            )
 
     def files(self, *statuses: str) -> list[db.IngestedFile]:
         """The topic's files with these statuses (all when none given), in date then name order (undated last)."""
