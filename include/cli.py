@@ -162,13 +162,17 @@ def train(
     register: Annotated[bool, typer.Option(help="end the run with a new model version (for the promotion gate)")] = True,
     db_url: DbUrlOpt = None,
 ) -> None:
-    """Run one bounded training task from the last checkpoint; prints its summary as JSON."""
+    """Run one bounded training task from the last checkpoint; prints its summary as JSON. It trains the model's
+    lineage in the topic's live generation (the model itself until a rebuild switched to ``<model>.gN``)."""
 
     def work() -> None:
         from include.training.trainer import TrainOptions, train as run_training
 
-        settings = _settings(topic=topic, schema_name=schema, stream_timeout_s=stream_timeout_s, db_url=db_url)
-        options = TrainOptions(model_name=model_name, mode=mode.value if mode else None, reader=reader.value, max_records=max_records,
+        from include.lifecycle.generations import live_training
+
+        base = _settings(topic=topic, schema_name=schema, stream_timeout_s=stream_timeout_s, db_url=db_url)
+        settings, lineage = live_training(base, model_name)  # the model's lineage in the live generation
+        options = TrainOptions(model_name=lineage, mode=mode.value if mode else None, reader=reader.value, max_records=max_records,
                                max_seconds=max_seconds, checkpoint_every_s=checkpoint_every_s,
                                chunk_batches=chunk_batches, drift=drift.value, drift_detector=drift_detector.value,
                                register=register)
@@ -369,6 +373,9 @@ def _date(text: str, option: str) -> date:
 
 def main() -> None:
     from include.cli_models import models_app
+    from include.cli_rebuild import generations_app, rebuild_app
 
     app.add_typer(models_app, name="models", short_help="model versions: list, show, evaluate, promote, rollback")
+    app.add_typer(rebuild_app, name="rebuild", short_help="rebuild on the full history: request, run, status, cancel")
+    app.add_typer(generations_app, name="generations", short_help="the topic's generations: list, switch back")
     app()

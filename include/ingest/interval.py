@@ -62,8 +62,8 @@ class IntervalResult:
         """One line per file that waits for a rebuild (what the task log and the command line say)."""
         suffix = ""
         if self.rebuild is not None:
-            suffix = (f" (rebuild {self.rebuild['id']} of generation {self.rebuild['generation']} "
-                      f"{'joined' if self.rebuild['joined'] else 'requested'})")
+            suffix = (f" (rebuild {self.rebuild['id']} of generation {self.rebuild['generation']}: "
+                      f"{'joined, ' if self.rebuild['joined'] else ''}{self.rebuild['state']})")
         return [f"{f.message}{suffix}" for f in self.files if f.status == WAITING]
 
 
@@ -95,7 +95,9 @@ def ingest_files(paths: Iterable, *, settings: Settings | None = None, use_airfl
     for path in paths:
         result.files.append(ingest_file(path, settings=live, schema=schema, clients=clients, sessions=sessions,
                                         dag_run_id=dag_run_id))
-    waiting = [f for f in result.files if f.status == WAITING]
+    # Files recorded as waiting now request a rebuild (or join the running one); seen again, they do not request
+    # another (a rejected rebuild is not retried by a rerun: `python -m include rebuild request` asks by hand).
+    waiting = [f for f in result.files if f.status == WAITING and not f.recorded_before]
     if waiting:
         reason = f"{len(waiting)} file(s) older than the newest data in {live.topic}: " + ", ".join(
             Path(f.file).name for f in waiting[:5]) + (" ..." if len(waiting) > 5 else "")
@@ -103,8 +105,8 @@ def ingest_files(paths: Iterable, *, settings: Settings | None = None, use_airfl
                                        actor=f"ingest {dag_run_id}" if dag_run_id else "ingest",
                                        files=[f.file for f in waiting])
         result.rebuild = {"id": info.id, "generation": info.generation, "state": info.state, "joined": joined}
-        for line in result.waiting_lines():
-            log.warning("%s", line)
+    for line in result.waiting_lines():
+        log.warning("%s", line)
     if any(f.status in _NEW for f in result.files):
         result.followers = append_to_followers(settings, clients, sessions, schema, dag_run_id=dag_run_id)
     active = records.active(sessions, settings.topic)

@@ -57,6 +57,7 @@ class FileResult:
     offsets: dict[str, list[int]] = field(default_factory=dict)
     seconds: float = 0.0
     message: str | None = None  # the one line that says what happened, when it is not plain (a waiting file)
+    recorded_before: bool = False  # a waiting file that was recorded as waiting by an earlier attempt
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -280,7 +281,7 @@ def _wait_if_older(ledger: Ledger, row: dict[str, Any], name: str, sha: str, day
 def _waiting(name: str, sha: str, day, message: str | None, started: float, *, again: bool) -> FileResult:
     text = message or f"{name}: dated {day}, waiting for a rebuild"
     log.warning("%s%s", text, " (recorded already)" if again else "")
-    return FileResult(name, sha, WAITING, seconds=time.perf_counter() - started, message=text)
+    return FileResult(name, sha, WAITING, seconds=time.perf_counter() - started, message=text, recorded_before=again)
 
 
 def _transact(producer, deliveries: _Deliveries, path, name: str, sha: str, schema: CsvSchema, settings: Settings,

@@ -35,6 +35,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from include import faults
 from include.history import db
 from include.lifecycle.registry import LifecycleError
 from include.settings import Settings
@@ -167,6 +168,13 @@ class Generations:
         return [g for g in self.all() if g.status == "standby"]
 
 
+def live_training(settings: Settings, model_name: str) -> tuple[Settings, str]:
+    """What ``train_model`` trains for ``model_name`` now: the settings of its lineage's generation (the live one when
+    it was rebuilt for ``model_name``, else generation 1) and the lineage's model name."""
+    lineage, generation = Generations(db.session_factory(settings.db_url), settings.topic).lineage(model_name)
+    return generation_settings(settings, generation), lineage
+
+
 def served(sessions, base_topic: str, model_name: str) -> tuple[str, int | None]:
     """The lineage serving ``model_name`` now and its champion version (None before it has one).
 
@@ -242,6 +250,7 @@ def switch(sessions, base_topic: str, to_generation: int, model_name: str, *, ac
     Raises:
         LifecycleError: No such generation, it is retired or rejected, or its lineage would have no champion.
     """
+    faults.reached("generation_before_switch")
     with sessions.begin() as session:
         current = ensure_first(session, base_topic, actor=actor)
         pointer = session.execute(select(db.GenerationPointer).where(db.GenerationPointer.base_topic == base_topic)
@@ -294,6 +303,7 @@ def switch(sessions, base_topic: str, to_generation: int, model_name: str, *, ac
                 rebuild.message = f"generation {target.generation} is live"
         retired = mark_retired(session, base_topic, keep=keep, now=now) if changed else ()
         version = model_pointer.champion_version
+    faults.reached("generation_after_switch")
     if changed:
         log.info("topic %s: generation %d -> %d live (lineage %s, champion version %d; %s by %s)", base_topic, current,
                  target.generation, lineage, version, reason, actor)

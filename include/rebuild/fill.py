@@ -177,8 +177,8 @@ def append_to_followers(settings: Settings, clients: KafkaClients, sessions, sch
 
 def _count_appended(sessions, rebuild_id: int, filled: FillResult) -> None:
     info = records.get(sessions, rebuild_id)
-    records.update(sessions, rebuild_id, **counts(sessions, generation_topic(info.base_topic, info.from_generation),
-                                                  info.topic))
+    live = Generations(sessions, info.base_topic).live()
+    records.update(sessions, rebuild_id, **counts(sessions, generation_topic(info.base_topic, live), info.topic))
 
 
 def counts(sessions, source_topic: str, target_topic: str) -> dict[str, Any]:

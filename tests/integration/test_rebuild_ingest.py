@@ -54,18 +54,20 @@ def test_an_older_file_waits_then_a_generation_takes_everything_in_order_and_fol
     assert result.rebuild["generation"] == 2 and not result.rebuild["joined"]
     line = result.waiting_lines()[0]
     assert "observations_2026-01-05.csv: dated 2026-01-05, older than the newest data in" in line
-    assert "waiting for a rebuild; the live topic and model are unchanged (rebuild" in line and "\n" not in line
+    assert line.endswith(f"waiting for a rebuild; the live topic and model are unchanged (rebuild {result.rebuild['id']} "
+                         "of generation 2: requested)")
     assert _rows(kafka_bootstrap, settings.topic) == before  # the live topic is untouched
     ledger = Ledger(sessions, settings.topic)
     assert [f.file_date for f in ledger.files(WAITING)] == ["2026-01-05", "2026-01-06"]
 
-    # The command line says it in one line on stderr, exit code 0; and a second time it joins the same rebuild.
+    # The command line says it in one line on stderr, exit code 0; seen again, it requests no second rebuild.
     cli = subprocess.run([sys.executable, "-m", "include", "ingest", str(older[0])], capture_output=True, text=True,
                          cwd=PROJECT, timeout=120,
                          env=process_env({"RETRAIN_STATE_DIR": str(settings.state_dir),
                                           "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "RETRAIN_TOPIC": settings.topic}))
     assert cli.returncode == 0, cli.stderr[-2000:]
-    assert f"(rebuild {result.rebuild['id']} of generation 2 joined)" in cli.stderr.splitlines()[-1]
+    assert cli.stderr.splitlines()[-1].endswith(f"(rebuild {result.rebuild['id']} of generation 2: requested)")
+    assert "older than the newest data" in cli.stderr.splitlines()[-1]
     assert len(records.all_of(sessions, settings.topic)) == 1
 
     # The rebuild's fill: every file, waiting ones included, in date order, exactly once (twice changes nothing).
