@@ -8,11 +8,13 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 KAFKA := infra/kafka/kafka.sh
 PYTEST_ARGS ?=
+OLDER_WEEK ?= 0
 
 .PHONY: help setup system-deps kafka-jars kafka-start kafka-stop airflow-start run stop test test-unit bench clean
 
 help:
 	@echo "make run    set up, start Kafka and Airflow, run the main job, print the UI address and login"
+	@echo "            (OLDER_WEEK=1: then the week before the demo lands: a rebuild, the gate, the switch)"
 	@echo "make test   set up and run the whole test suite (starts and stops its own broker)"
 	@echo "make stop   stop Airflow and the Kafka broker started by make run"
 	@echo "make bench  run the benchmarks under bench/"
@@ -42,7 +44,7 @@ airflow-start: setup
 	scripts/airflow.sh start
 
 run: setup
-	scripts/run.sh
+	OLDER_WEEK=$(OLDER_WEEK) scripts/run.sh
 
 stop:
 	scripts/serve.sh stop

@@ -42,7 +42,7 @@ Reader = _choices("Reader", "confluent", "tfio")
 DriftReaction = _choices("DriftReaction", "none", "shrink", "retrain")
 DriftDetector = _choices("DriftDetector", "ewma", "page_hinkley")
 XAxis = _choices("XAxis", "records", "event_time")
-DemoStep = _choices("DemoStep", "prepare", "wait", "table", "scoring")
+DemoStep = _choices("DemoStep", "prepare", "wait", "table", "scoring", "older")
 OutputFormat = _choices("OutputFormat", "csv", "jsonl")
 
 
@@ -291,7 +291,8 @@ def generate(
 def demo(
     step: Annotated[DemoStep, typer.Argument(help="prepare: demo data and the backfill (scheduler stopped); wait: "
                                                   "until the runs are done, then the table; table: only the table; "
-                                                  "scoring: how to score rows with the champion")],
+                                                  "scoring: how to score rows with the champion; older: the week "
+                                                  "before the demo lands, rebuilt and switched")],
     start: Annotated[str, typer.Option(help="the demo's first day, YYYY-MM-DD")] = "2026-01-05",
     weeks: Annotated[int, typer.Option(min=1)] = 4,
     drift_week: Annotated[int, typer.Option(min=0, help="the week the rule changes (0: no drift)")] = 3,

@@ -16,6 +16,7 @@ Three weeks are live (ingested and trained, one run each; a Thursday of week 3 a
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -235,6 +236,29 @@ def test_a_worse_rebuild_is_rejected_and_the_live_generation_is_unchanged(stack,
     # Generation 3 held the flipped day in its place: after Wednesday of week 3, before Friday.
     names = [name for name, _ in _g_rows(kafka_bootstrap, f"{settings.topic}.g3")]
     assert names == sorted(names) and names.count(f"observations_{MISSED_THURSDAY}.csv") == 4800
+
+
+def test_the_page_shows_the_generations_the_rebuilds_and_the_switch(stack, tmp_path_factory):
+    from tests import ui_support
+
+    api = f"http://127.0.0.1:{PORT}"
+    password = json.loads(Path(os.environ["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]).read_text())["admin"]
+    with ui_support.chromium(tmp_path_factory.mktemp("chromium-rebuild")) as browser:
+        ui_support.log_in(browser, api, "admin", password, "/plugin/model-accuracy")
+        browser.goto(f"{api}/model-accuracy/?model=default")
+        browser.wait_for("window.modelAccuracy && window.modelAccuracy.ready && window.modelAccuracy.generations",
+                         timeout=90, what="the generations")
+        shown = browser.evaluate("JSON.parse(JSON.stringify(window.modelAccuracy.generations))")
+        assert (shown["live"], shown["servedBy"]) == (2, "default.g2")
+        assert [(g["generation"], g["status"], g["lineage"]) for g in shown["rows"]] == [
+            (1, "standby", "default"), (2, "live", "default.g2"), (3, "rejected", "default.g3")]
+        assert [(r["generation"], r["state"]) for r in shown["rebuilds"]] == [(3, "rejected"), (2, "switched")]
+        switched = shown["rebuilds"][1]
+        assert switched["filesIngested"] == switched["filesPlanned"] == 4 * 7 - 2 and switched["recordsTrained"] > 0
+        assert shown["curves"]["live"] > 10 and shown["curves"]["rebuild"] > 10  # both curves are drawn
+        text = browser.evaluate("document.getElementById('generations-card').innerText")
+        assert "Live generation 2" in text and "the gate rejected it" in text and "rebuild 1 passed the gate" in text
+        browser.screenshot(PROJECT / "test-artifacts" / "model_accuracy_generations.png", full_page=True)
 
 
 def test_a_backfill_over_older_and_newer_days_works_in_one_go(stack, kafka_bootstrap):

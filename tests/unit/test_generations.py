@@ -158,3 +158,19 @@ def test_rejection_leaves_live_alone_and_retention_retires_the_old(sessions):
     _version(sessions, "default.g4", 1, "champion")
     assert switch(sessions, BASE, 4, "default", actor="gate", reason="ok", champion_version=1,
                   rebuild_id=third.id, keep=1).retired == (1,)
+
+
+def test_a_live_position_maps_into_the_rebuild_topic_file_by_file():
+    from types import SimpleNamespace as Row
+
+    from include.rebuild.training import map_point
+
+    # Live topic: files b, c (offsets with a transaction marker after each). Rebuild topic: a (older), b, c.
+    live = [Row(content_sha256="b", offsets={"0": [0, 99]}), Row(content_sha256="c", offsets={"0": [101, 150]})]
+    rebuild = {"a": Row(offsets={"0": [0, 49]}), "b": Row(offsets={"0": [51, 150]}), "c": Row(offsets={"0": [152, 201]})}
+    assert map_point(live, rebuild, {0: 0}) == {0: 51}  # before b: after the older file a
+    assert map_point(live, rebuild, {0: 40}) == {0: 91}  # inside b
+    assert map_point(live, rebuild, {0: 101}) == {0: 152}  # b done (past its marker): c's start
+    assert map_point(live, rebuild, {0: 100}) == {0: 152}  # b done, at its marker
+    assert map_point(live, rebuild, {0: 152}) == {0: 202}  # the end: just after c
+    assert map_point(live, {"a": rebuild["a"], "b": rebuild["b"]}, {0: 120}) is None  # c not in the rebuild yet
