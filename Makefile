@@ -8,11 +8,13 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 KAFKA := infra/kafka/kafka.sh
 PYTEST_ARGS ?=
+OLDER_WEEK ?= 0
 
 .PHONY: help setup system-deps kafka-jars kafka-start kafka-stop airflow-start run run-cluster stop test test-unit bench clean
 
 help:
 	@echo "make run    set up, start Kafka and Airflow, run the main job, print the UI address and login"
+	@echo "            (OLDER_WEEK=1: then the week before the demo lands: a rebuild, the gate, the switch)"
 	@echo "make run-cluster  the same on the distributed stack: 3 Kafka nodes, PostgreSQL, Redis, Celery workers"
 	@echo "make test   set up and run the whole test suite (starts and stops its own broker)"
 	@echo "make stop   stop what make run and make run-cluster started"
@@ -43,7 +45,7 @@ airflow-start: setup
 	scripts/airflow.sh start
 
 run: setup
-	scripts/run.sh
+	OLDER_WEEK=$(OLDER_WEEK) scripts/run.sh
 
 # The distributed stack (scripts/cluster.sh): redis-server and PostgreSQL come from system-deps.
 run-cluster: setup system-deps

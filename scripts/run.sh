@@ -3,6 +3,8 @@
 # four weeks of demo data with drift in week 3 (unless the landing folder has data), backfill those weeks
 # through the DAGs (training follows on the Asset events), leave the schedule running, and print where the UI
 # is, how to log in, an accuracy table, and how to score rows with the champion (predict, serve + curl).
+# With OLDER_WEEK=1 the week before the demo then lands: it waits for a rebuild, rebuild_model rebuilds
+# generation 2 with every week in time order, the gate decides and (if it passes) the live generation switches.
 # Idempotent: a second run reuses what exists and ingests nothing twice.
 #   scripts/run.sh [DEMO OPTIONS]             `make run`: one broker, airflow standalone (SQLite, LocalExecutor)
 #   scripts/run.sh --cluster [DEMO OPTIONS]   `make run-cluster`: the distributed stack of scripts/cluster.sh
@@ -37,3 +39,8 @@ echo "Stop with:  make stop"
 echo
 scripts/serve.sh start >/dev/null || echo "serve: not started (see ${RETRAIN_STATE_DIR:-.state}/serve.log); python -m include serve starts it"
 python -m include demo scoring
+# `make run OLDER_WEEK=1`: then the week before the demo lands (the backfill that needs a rebuild and a switch).
+if [ "${OLDER_WEEK:-0}" = "1" ]; then
+  echo
+  TF_CPP_MIN_LOG_LEVEL=3 python -m include demo older "$@"
+fi
