@@ -55,7 +55,7 @@ stop:
 	scripts/serve.sh stop
 	scripts/airflow.sh stop
 	$(KAFKA) stop
-	scripts/cluster.sh stop
+	if [ -d "$${CLUSTER_STATE_DIR:-.state/cluster}" ]; then scripts/cluster.sh stop; fi
 
 test: setup system-deps
 	scripts/test.sh $(PYTEST_ARGS)

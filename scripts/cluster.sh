@@ -124,9 +124,12 @@ stop_airflow() {
 }
 
 stop() {
+  # The Kafka nodes stop while Airflow does (each takes a while; nothing is left to protect).
+  local kafka_pid=""
+  if compgen -G "$KAFKA_CLUSTER_DIR/node-*/broker.pid" >/dev/null; then "$KAFKA" cluster stop & kafka_pid=$!; fi
   [ -d "$RUN" ] && stop_airflow
-  RETRAIN_STATE_DIR="$RETRAIN_STATE_DIR" "$HERE/serve.sh" stop >/dev/null 2>&1 || true
-  if compgen -G "$KAFKA_CLUSTER_DIR/node-*/broker.pid" >/dev/null; then "$KAFKA" cluster stop; fi
+  "$HERE/serve.sh" stop >/dev/null 2>&1 || true
+  [ -z "$kafka_pid" ] || wait "$kafka_pid"
   "$PROJECT/infra/redis/redis.sh" stop
   "$PROJECT/infra/postgres/postgres.sh" stop
 }

@@ -20,9 +20,11 @@ message, which the live worker takes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -59,10 +61,10 @@ pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.distribut
 CLUSTER_SH = PROJECT / "scripts" / "cluster.sh"
 INGEST, TRAIN = "ingest_observations", "train_model"
 # Training rows for the worker kill, checkpointed after every chunk of 64 mini-batches (checkpoint_every_s 0): the
-# kill lands right after the first checkpoint, which leaves ~50,000 rows (over a second of training) to the retry.
-KILL_ROWS = 60_000
-# The file two ingest runs race on: long enough to be in flight in both at once.
-RACE_ROWS = 400_000
+# kill lands within milliseconds of the first checkpoint, which leaves ~23,600 rows (a second or more) to the retry.
+KILL_ROWS = 30_000
+# The file two ingest runs race on.
+RACE_ROWS = 200_000
 ACTIVE = {"queued", "running"}
 
 
@@ -155,6 +157,14 @@ class Stack:
         return None
 
 
+def alive(pid: int) -> bool:
+    """Whether ``pid`` is a running process (a zombie waiting for its parent is not)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def seconds(start: datetime | str | None, end: datetime | str | None) -> str:
     """Seconds between two instants (the API's ISO strings or datetimes), or '?' when one is missing."""
     if start is None or end is None:
@@ -236,12 +246,17 @@ def test_worker_sigkilled_mid_training_retry_resumes_on_the_other_worker(stack, 
     workers: dict[int, str | None] = {1: None}
     wait_for(lambda: workers.update({1: stack.worker_of(ti["id"])}) or workers[1] is not None, 60,
              "the train task's process", every=0.2)
-    # Killed as soon as its first checkpoint is durable: the whole worker, task supervisor and runner with it.
-    wait_for(lambda: newest_checkpoint(env, model) is not None, 180, "the first checkpoint", every=0.05)
-    stack.sh("kill", workers[1])
+    # Killed as soon as its first checkpoint is durable: the whole worker, task supervisor and runner with it (the
+    # processes `cluster.sh kill` kills, listed first, so that the kill itself takes microseconds).
+    doomed = [int(pid) for pid in stack.sh("pids", workers[1]).stdout.split()]
+    wait_for(lambda: newest_checkpoint(env, model) is not None, 180, "the first checkpoint", every=0.02)
+    for pid in doomed:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     print(f"killed {workers[1]} {time.monotonic() - began:.0f}s after the trigger")
     at_kill = newest_checkpoint(env, model).meta["offsets"]["0"]
     assert 0 < at_kill < total, f"checkpoint at {at_kill} of {total}: the kill did not land mid-run; more rows"
+    wait_for(lambda: not any(map(alive, doomed)), 30, "the killed processes gone", every=0.1)
 
     restart: list[subprocess.Popen] = []
 
