@@ -261,7 +261,8 @@ def switch(sessions, base_topic: str, to_generation: int, model_name: str, *, ac
             raise LifecycleError(f"topic {base_topic!r} has no generation {to_generation}; "
                                  "`python -m include generations list` shows them")
         if target.status not in SWITCHABLE:
-            raise LifecycleError(f"generation {to_generation} of {base_topic!r} is {target.status}: it cannot be made live")
+            raise LifecycleError(f"generation {to_generation} of {base_topic!r} is {target.status}: "
+                                 "it cannot be made live")
         lineage = lineage_name(model_name, target.generation) if target.generation != FIRST else model_name
         if target.generation != FIRST and target.model_name != model_name:
             raise LifecycleError(f"generation {to_generation} of {base_topic!r} was rebuilt for model "
@@ -343,8 +344,8 @@ def _make_champion(session: Session, lineage: str, version: int, *, actor: str, 
     else:
         pointer.previous_version, pointer.champion_version = current, version
         pointer.changed_by, pointer.reason, pointer.changed_at = actor, reason, now
-    session.add(db.ModelEvent(model_name=lineage, event_key=event_key or f"promoted:{version}:from:{current}:{now.isoformat()}",
-                              version=version, action="promoted", actor=actor, reason=reason,
+    key = event_key or f"promoted:{version}:from:{current}:{now.isoformat()}"
+    session.add(db.ModelEvent(model_name=lineage, event_key=key, version=version, action="promoted", actor=actor, reason=reason,
                               details={"from_version": current, **({"gate": gate} if gate else {})}, created_at=now))
     session.flush()
 

@@ -2,8 +2,8 @@
 scratch, then the promotion gate against the live champion and one atomic switch (Kappa-style reprocessing).
 
 Owns what happens when a file older than the live data lands (or a person asks): :mod:`records` (the rebuild
-records: request, join, progress, decision), :mod:`plan` (which files, in which order), :mod:`fill` (ingesting them
-into the new generation, exactly once, and appending new live files to the generations that follow the live one),
+records: request, join, progress, decision), :mod:`fill` (which files the new generation lacks, in date order, and
+ingesting them exactly once; new live files appended to the generations that follow the live one),
 :mod:`training` (the lineage's bounded runs, up to the gate's point and to the end), :mod:`decide` (the gate and the
 switch), :mod:`retention` (deleting retired generations' topics) and :mod:`steps` (the ``rebuild_model`` DAG's task
 bodies and the command line's). The generations themselves and the switch are :mod:`include.lifecycle.generations`.

@@ -104,7 +104,8 @@ def request(sessions, base_topic: str, model_name: str, *, reason: str, actor: s
                     log.info("rebuild %d of %s (generation %d) is running: this request joins it", active.id,
                              base_topic, active.generation)
                     return rebuild_info(active), True
-                return rebuild_info(_start(session, base_topic, model_name, reason=reason, actor=actor, entry=entry)), False
+                started = _start(session, base_topic, model_name, reason=reason, actor=actor, entry=entry)
+                return rebuild_info(started), False
         except IntegrityError:  # another request started one at the same moment: join it
             log.info("another rebuild request of %s started at the same time; joining it", base_topic)
     raise LifecycleError(f"could not start or join a rebuild of {base_topic!r}: the database kept refusing")

@@ -14,6 +14,7 @@ import logging
 from typing import Any
 
 from include.history import db
+from include.ingest.errors import IngestError
 from include.kafka.clients import KafkaClients
 from include.lifecycle.generations import Generations, mark_retired
 from include.rebuild import records
@@ -79,9 +80,13 @@ def fill_step(rebuild_id: int, settings: Settings | None = None, *, use_airflow:
         def progress(_file) -> None:
             records.update(sessions, rebuild.id, **counts(sessions, live_topic, rebuild.topic))
 
-        filled = append_missing(settings, clients, sessions, schema, source_generation=live,
-                                target_generation=rebuild.generation, include_waiting=True, dag_run_id=dag_run_id,
-                                on_file=progress)
+        try:
+            filled = append_missing(settings, clients, sessions, schema, source_generation=live,
+                                    target_generation=rebuild.generation, include_waiting=True,
+                                    dag_run_id=dag_run_id, on_file=progress)
+        except IngestError as exc:  # shown with the rebuild until a rerun gets past it
+            records.update(sessions, rebuild.id, message=f"stopped: {exc}")
+            raise
         now = records.get(sessions, rebuild.id)
         state = "training" if now.state in ("requested", "ingesting") else now.state
         done = records.update(sessions, rebuild.id, state=state, **counts(sessions, live_topic, rebuild.topic),

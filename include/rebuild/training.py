@@ -62,11 +62,13 @@ def map_point(live_files: list[db.IngestedFile], rebuild_files: Mapping[str, db.
 
     Per partition: the first live file (date order, the rebuild topic's order) with a row at or past the position; the
     position is that file's first offset in the rebuild's topic plus how far into the file it is. Past every live
-    file: just after the last one. None when a live file it needs is not in the rebuild's topic yet.
+    file: just after the last one, and past its transaction marker (the offset after a file's last row) when the
+    live position is past it, so a lineage stopped there has nothing but a marker left to read. None when a live file
+    it needs is not in the rebuild's topic yet.
     """
     out: dict[int, int] = {}
     for partition, offset in live_offsets.items():
-        key, last = str(partition), None
+        key, last, live_last = str(partition), None, None
         for f in live_files:
             span = (f.offsets or {}).get(key)
             if not span:
@@ -78,10 +80,10 @@ def map_point(live_files: list[db.IngestedFile], rebuild_files: Mapping[str, db.
             if span[1] >= offset:  # this file has rows at or past the position
                 out[int(partition)] = their[0] + max(0, int(offset) - span[0])
                 break
-            last = their
+            last, live_last = their, span[1]
         else:
             if last is not None:
-                out[int(partition)] = last[1] + 1
+                out[int(partition)] = last[1] + min(2, int(offset) - live_last)
     return out
 
 
@@ -158,7 +160,8 @@ class TrainingProgress:
 
 
 def train_lineage(settings: Settings, rebuild: RebuildInfo, *, use_airflow: bool = False, dag_id: str | None = None,
-                  dag_run_id: str | None = None, max_runs: int | None = None, mode: str | None = None) -> TrainingProgress:
+                  dag_run_id: str | None = None, max_runs: int | None = None,
+                  mode: str | None = None) -> TrainingProgress:
     """Bounded runs of the rebuild's lineage until it stands at the live lineage's end (stopping at the gate's point
     on the way), or ``max_runs`` runs. ``settings`` are the base topic's."""
     from include.training.options import TrainOptions

@@ -2,8 +2,8 @@
 
 :class:`ChampionFollower` polls :meth:`include.lifecycle.registry.Registry.served` (a few primary-key reads: the
 live generation, the model's lineage in it, that lineage's champion) every ``interval_s`` (200 ms by default), so a
-promotion, a rollback and a switch of generations (:mod:`include.lifecycle.generations`) are all followed alike. When the pointer names another version, it loads that version completely
-and warms it up (one traced call) *before* replacing the one reference requests read, so a request either got the
+promotion, a rollback and a switch of generations (:mod:`include.lifecycle.generations`) are all followed alike.
+When the pointer names another version, it loads that version completely and warms it up (one traced call) *before* replacing the one reference requests read, so a request either got the
 old model or the new one, whole, and none waits for a load or fails during a promotion or a rollback. A request
 reads :attr:`ChampionFollower.current` once and scores with that object to the end; the old model is freed when the
 last request holding it is done.

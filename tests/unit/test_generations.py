@@ -172,5 +172,6 @@ def test_a_live_position_maps_into_the_rebuild_topic_file_by_file():
     assert map_point(live, rebuild, {0: 40}) == {0: 91}  # inside b
     assert map_point(live, rebuild, {0: 101}) == {0: 152}  # b done (past its marker): c's start
     assert map_point(live, rebuild, {0: 100}) == {0: 152}  # b done, at its marker
-    assert map_point(live, rebuild, {0: 152}) == {0: 202}  # the end: just after c
+    assert map_point(live, rebuild, {0: 151}) == {0: 202}  # after c, at its marker
+    assert map_point(live, rebuild, {0: 152}) == {0: 203}  # the end: after c and its marker
     assert map_point(live, {"a": rebuild["a"], "b": rebuild["b"]}, {0: 120}) is None  # c not in the rebuild yet
