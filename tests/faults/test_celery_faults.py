@@ -189,7 +189,9 @@ def stack():
     root = Path(tempfile.mkdtemp(prefix="celery-stack-"))
     root.chmod(0o755)  # the PostgreSQL server runs as the postgres user when the tests run as root
     kafka_port = free_ports(BASE_PORT + 100, 30)
-    port = free_ports(BASE_PORT + 140, 6)
+    # Past the whole cluster's range (nodes at +0/+10/+20, controllers one above): free_ports only knows the ports
+    # that are busy now, and the cluster has not started yet (a busy BASE_PORT + 100 once put the API on node 2's).
+    port = free_ports(kafka_port + 30, 6)
     topic = unique("celery")
     env = {
         **os.environ,
