@@ -10,7 +10,14 @@ an object-storage URL) and produces each valid row **exactly once** into the obs
 * bad rows go to the dead-letter topic and the `quarantined_rows` table with file, line, field and reason;
   a file over the bad-row threshold (`RETRAIN_MAX_BAD_FRACTION`, 1%) or with a wrong header fails the run
   and produces nothing;
-* on success the topic's Asset (`kafka://<broker>/<topic>`) gets an event (rows, offsets), which schedules training.
+* on success the topic's Asset (`kafka://<broker>/<topic>`) gets an event (rows, offsets), which schedules training;
+* a file **older than the newest ingested data** is not an error: it is recorded in the ledger as
+  `waiting_for_rebuild` (the live topic and model are untouched, the task log says so in one line) and a rebuild is
+  requested; `wake_rebuild` then updates the rebuild Asset (`retrain://rebuild/<topic>`), which runs
+  `rebuild_model` (also when a rebuild is running, so it follows the new files).
+
+Files go to the topic's **live generation** (`<topic>` until a rebuild switched to `<topic>.gN`), and new files also
+to the generations that follow it (a running rebuild's, the standby ones kept for switching back).
 
 A manual run has no data interval: it considers every dated file and the ledger skips those already in.
 Kafka settings come from the `kafka_default` connection.
@@ -23,9 +30,10 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import CronDataIntervalTimetable, dag, task
 
-from include.assets import observations_asset
+from include.assets import observations_asset, rebuild_asset
 
 OBSERVATIONS = observations_asset()
+REBUILD = rebuild_asset()
 
 
 @dag(
@@ -53,7 +61,19 @@ def ingest_observations():
         }
         return result
 
-    ingest()
+    @task.short_circuit
+    def rebuild_wanted(result: dict) -> bool:
+        """Whether rebuild_model has work: files that wait for a rebuild, or a running rebuild to follow."""
+        return bool(result["files_waiting"]) or result["rebuild"] is not None
+
+    @task(outlets=[REBUILD])
+    def wake_rebuild(result: dict, outlet_events=None) -> dict:
+        """Update the rebuild Asset: rebuild_model runs (the request itself is in the database already)."""
+        outlet_events[REBUILD].extra = {"rebuild": result["rebuild"], "files_waiting": result["files_waiting"]}
+        return result["rebuild"]
+
+    result = ingest()
+    rebuild_wanted(result) >> wake_rebuild(result)
 
 
 ingest_observations()

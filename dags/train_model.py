@@ -8,7 +8,8 @@ window of the latest 1,000 rows), and stops at the end offsets it saw at start, 
 accuracy) is logged every few seconds; accuracy history goes to the project database
 (`training_runs`, `batch_metrics`, `checkpoints`), shown on the **Model accuracy** page.
 
-Params: `mode` (`replay`, which learns from a bounded buffer of recent rows, or `single_pass`, the blog's loop;
+Params: `checkpoint_every_s` (60: how often progress is made durable, so how much a killed run's retry trains
+again at most), `mode` (`replay`, which learns from a bounded buffer of recent rows, or `single_pass`, the blog's loop;
 empty keeps the model's own mode, and a new model gets `replay`), `drift` (what to do when drift is detected: `none`, `shrink`, `retrain`)
 and `drift_detector` (`ewma`, the default, or `page_hinkley`). Detected drifts are recorded in `drift_events`.
 
@@ -16,6 +17,9 @@ After training, the **promotion gate** (`evaluate`, a branch) judges the previou
 the champion on the rows this run held out (forward evaluation; README "The model lifecycle"), then `promote` or
 `reject` records the decision (who: `gate`, why, both accuracies). Training itself always continues from the
 newest checkpoint, whatever the gate says: only what is served is gated.
+
+It trains the model's lineage in the topic's **live generation**: `<model>` on `<topic>` until a rebuild
+(`rebuild_model`) switched to `<model>.gN` on `<topic>.gN`.
 
 Triggered by new data (the observations topic's Asset, `kafka://<broker>/<topic>`, that the ingest DAG updates) and daily, so it can
 also be backfilled. Only one run at a time (`max_active_runs=1` and a trainer lock); a rerun trains only
@@ -60,6 +64,9 @@ ALERT_NOTIFIERS = [EmailDigestNotifier()]
         "reader": Param("confluent", enum=["confluent", "tfio"]),
         "max_records": Param(None, type=["null", "integer"], minimum=1),
         "max_seconds": Param(None, type=["null", "number"], minimum=1),
+        "checkpoint_every_s": Param(60, type="number", minimum=0,
+                                    description="make progress durable (checkpoint, history, offsets) at least this "
+                                                "often; a retry resumes from there"),
         "model_name": Param("default", type="string", pattern="^[A-Za-z0-9_.-]{1,64}$"),
         "drift": Param("none", enum=["none", "shrink", "retrain"],
                        description="reaction to a detected drift (detection always runs and is recorded)"),
@@ -70,47 +77,52 @@ ALERT_NOTIFIERS = [EmailDigestNotifier()]
 def train_model():
     @task
     def train(params=None, dag_run=None) -> dict:
-        """Train on what is new in the topic since the last checkpoint."""
+        """Train on what is new in the live generation's topic since the last checkpoint of the model's lineage."""
+        from include.lifecycle.generations import live_training
+        from include.settings import get_settings
         from include.training.trainer import TrainOptions, train
 
+        settings, lineage = live_training(get_settings(), params["model_name"])
         options = TrainOptions(
-            model_name=params["model_name"], mode=params["mode"], reader=params["reader"],
+            model_name=lineage, mode=params["mode"], reader=params["reader"],
             max_records=params["max_records"], max_seconds=params["max_seconds"], drift=params["drift"],
-            drift_detector=params["drift_detector"],
+            drift_detector=params["drift_detector"], checkpoint_every_s=params["checkpoint_every_s"],
         )
-        return train(options=options, use_airflow=True, dag_id=dag_run.dag_id, dag_run_id=dag_run.run_id).as_dict()
+        summary = train(settings, options, use_airflow=True, dag_id=dag_run.dag_id, dag_run_id=dag_run.run_id)
+        return {**summary.as_dict(), "lineage": lineage, "topic": settings.topic}
 
     @task.branch
-    def evaluate(params=None) -> str | None:
+    def evaluate(trained: dict) -> str | None:
         """The promotion gate: which of promote / reject follows (none when there is nothing to decide)."""
         from include.lifecycle.steps import evaluate_step
 
-        return evaluate_step(params["model_name"])
+        return evaluate_step(trained["lineage"])
 
     @task
-    def promote(params=None) -> dict | None:
+    def promote(trained: dict) -> dict | None:
         """Serve the candidate the gate accepted (recorded with the gate's numbers)."""
         from include.lifecycle.steps import decision_step
 
-        return decision_step(params["model_name"], "promote")
+        return decision_step(trained["lineage"], "promote")
 
     @task
-    def reject(params=None) -> dict | None:
+    def reject(trained: dict) -> dict | None:
         """Mark the candidate the gate refused, and record the alert."""
         from include.lifecycle.steps import decision_step
 
-        return decision_step(params["model_name"], "reject")
+        return decision_step(trained["lineage"], "reject")
 
     # After whichever of promote / reject ran, or neither (nothing to decide), but not after a failure.
     @task(trigger_rule="none_failed")
-    def notify(params=None, dag_run=None, **context) -> dict:
+    def notify(trained: dict, params=None, dag_run=None, **context) -> dict:
         """Record this run's drift and accuracy-floor alerts, then send every pending alert as one digest."""
         from include.lifecycle.alerts import notify_dag_run
 
-        return notify_dag_run(params["model_name"], dag_run.dag_id, dag_run.run_id, ALERT_NOTIFIERS,
+        return notify_dag_run(trained["lineage"], dag_run.dag_id, dag_run.run_id, ALERT_NOTIFIERS,
                               context={**context, "params": params, "dag_run": dag_run})
 
-    train() >> evaluate() >> [promote(), reject()] >> notify()
+    trained = train()
+    evaluate(trained) >> [promote(trained), reject(trained)] >> notify(trained)
 
 
 train_model()

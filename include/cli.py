@@ -42,7 +42,7 @@ Reader = _choices("Reader", "confluent", "tfio")
 DriftReaction = _choices("DriftReaction", "none", "shrink", "retrain")
 DriftDetector = _choices("DriftDetector", "ewma", "page_hinkley")
 XAxis = _choices("XAxis", "records", "event_time")
-DemoStep = _choices("DemoStep", "prepare", "wait", "table", "scoring")
+DemoStep = _choices("DemoStep", "prepare", "wait", "table", "scoring", "older")
 OutputFormat = _choices("OutputFormat", "csv", "jsonl")
 
 
@@ -126,7 +126,8 @@ def ingest(
     db_url: DbUrlOpt = None,
     max_bad_fraction: Annotated[Optional[float], typer.Option(help="a file with more bad rows is refused whole")] = None,
 ) -> None:
-    """Ingest CSV files into Kafka, each valid row exactly once; prints the result as JSON."""
+    """Ingest CSV files into Kafka (the topic's live generation), each valid row exactly once; prints the result as
+    JSON. A file older than the newest ingested data waits for a rebuild (one line on stderr says so)."""
 
     def work() -> None:
         from include.ingest.interval import ingest_files
@@ -134,7 +135,10 @@ def ingest(
 
         settings = _settings(topic=topic, dlq_topic=dlq_topic, schema_name=schema, db_url=db_url,
                              kafka_bootstrap_servers=bootstrap_servers, max_bad_fraction=max_bad_fraction)
-        _print_json(ingest_files([as_path(f) for f in files], settings=settings).as_dict())
+        result = ingest_files([as_path(f) for f in files], settings=settings)
+        _print_json(result.as_dict())
+        for line in result.waiting_lines():  # an older file is not an error: it waits for a rebuild
+            typer.echo(line, err=True)
 
     _run(work)
 
@@ -158,13 +162,17 @@ def train(
     register: Annotated[bool, typer.Option(help="end the run with a new model version (for the promotion gate)")] = True,
     db_url: DbUrlOpt = None,
 ) -> None:
-    """Run one bounded training task from the last checkpoint; prints its summary as JSON."""
+    """Run one bounded training task from the last checkpoint; prints its summary as JSON. It trains the model's
+    lineage in the topic's live generation (the model itself until a rebuild switched to ``<model>.gN``)."""
 
     def work() -> None:
         from include.training.trainer import TrainOptions, train as run_training
 
-        settings = _settings(topic=topic, schema_name=schema, stream_timeout_s=stream_timeout_s, db_url=db_url)
-        options = TrainOptions(model_name=model_name, mode=mode.value if mode else None, reader=reader.value, max_records=max_records,
+        from include.lifecycle.generations import live_training
+
+        base = _settings(topic=topic, schema_name=schema, stream_timeout_s=stream_timeout_s, db_url=db_url)
+        settings, lineage = live_training(base, model_name)  # the model's lineage in the live generation
+        options = TrainOptions(model_name=lineage, mode=mode.value if mode else None, reader=reader.value, max_records=max_records,
                                max_seconds=max_seconds, checkpoint_every_s=checkpoint_every_s,
                                chunk_batches=chunk_batches, drift=drift.value, drift_detector=drift_detector.value,
                                register=register)
@@ -283,7 +291,8 @@ def generate(
 def demo(
     step: Annotated[DemoStep, typer.Argument(help="prepare: demo data and the backfill (scheduler stopped); wait: "
                                                   "until the runs are done, then the table; table: only the table; "
-                                                  "scoring: how to score rows with the champion")],
+                                                  "scoring: how to score rows with the champion; older: the week "
+                                                  "before the demo lands, rebuilt and switched")],
     start: Annotated[str, typer.Option(help="the demo's first day, YYYY-MM-DD")] = "2026-01-05",
     weeks: Annotated[int, typer.Option(min=1)] = 4,
     drift_week: Annotated[int, typer.Option(min=0, help="the week the rule changes (0: no drift)")] = 3,
@@ -365,6 +374,9 @@ def _date(text: str, option: str) -> date:
 
 def main() -> None:
     from include.cli_models import models_app
+    from include.cli_rebuild import generations_app, rebuild_app
 
     app.add_typer(models_app, name="models", short_help="model versions: list, show, evaluate, promote, rollback")
+    app.add_typer(rebuild_app, name="rebuild", short_help="rebuild on the full history: request, run, status, cancel")
+    app.add_typer(generations_app, name="generations", short_help="the topic's generations: list, switch back")
     app()

@@ -74,6 +74,13 @@ class Settings(BaseSettings):
     accuracy_floor: float | None = _var("RETRAIN_ACCURACY_FLOOR", 0.7, ge=0.0, le=1.0)
     alert_email_to: str = _var("RETRAIN_ALERT_EMAIL_TO", "")
     smtp_conn_id: str = _var("RETRAIN_SMTP_CONN_ID", "smtp_default", min_length=1)
+    # Generations and rebuilds (include.lifecycle.generations, include.rebuild)
+    keep_generations: int = _var("RETRAIN_KEEP_GENERATIONS", 1, ge=0,
+                                 description="earlier generations kept for switching back")
+    rebuild_model: str = _var("RETRAIN_REBUILD_MODEL", "default", min_length=1,
+                              description="the model name a rebuild requested by an older file rebuilds")
+    rebuild_run_records: int = _var("RETRAIN_REBUILD_RUN_RECORDS", 500_000, ge=1,
+                                    description="records per bounded training run of a rebuild")
     # Serving (include.serving): the HTTP scorer and the streaming scorer
     serve_host: str = _var("RETRAIN_SERVE_HOST", "127.0.0.1", min_length=1)
     serve_port: int = _var("RETRAIN_SERVE_PORT", 8501, ge=1, le=65535)

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Debian packages the test suite needs beyond the Python environment: headless Chromium and its driver
-# for the UI plugin's browser test. Idempotent and fast when everything is present: apt-get update runs
-# only when something is missing, and at most once.
+# for the UI plugin's browser test, PostgreSQL and Redis. Idempotent and fast when everything is present:
+# apt-get update runs only when something is missing, and at most once.
 #   scripts/system_deps.sh            install what is missing (needs root or sudo)
 #   scripts/system_deps.sh --check    exit 1 when something is missing, install nothing
 set -euo pipefail
 
 # fonts-dejavu-core: without recommends Chromium brings no fonts, and a page screenshot would show no text.
-# postgresql: the history database tests run against a real PostgreSQL server (a private cluster made with initdb).
-PACKAGES=(chromium chromium-driver fonts-dejavu-core postgresql)
+# postgresql: the history database tests run against a real PostgreSQL server (a private cluster made with initdb),
+# and so does the CeleryExecutor stack of `make run-cluster` (infra/postgres/postgres.sh).
+# redis-server: that stack's Celery broker (infra/redis/redis.sh).
+PACKAGES=(chromium chromium-driver fonts-dejavu-core postgresql redis-server)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do

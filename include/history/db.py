@@ -1,4 +1,5 @@
-"""The project's database: the ingest ledger, quarantined rows, the accuracy history of training, model versions.
+"""The project's database: the ingest ledger, quarantined rows, the accuracy history of training, model versions,
+the generations of a topic and their rebuilds.
 
 SQLAlchemy 2 models; a SQLite file by default, PostgreSQL by URL (``RETRAIN_DB_URL``). The schema is created
 and upgraded only by the Alembic migrations in ``include/history/migrations`` (:func:`upgrade`). Writes are
@@ -44,11 +45,14 @@ def utcnow() -> datetime:
 
 
 class Base(DeclarativeBase):
-    type_annotation_map = {dict[str, Any]: JSON, datetime: DateTime(timezone=True)}
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, datetime: DateTime(timezone=True)}
 
 
 class IngestedFile(Base):
-    """The ingest ledger: one row per (topic, file content). Status pending -> committed | rejected."""
+    """The ingest ledger: one row per (topic, file content). Status pending -> committed | rejected, or
+    ``waiting_for_rebuild``: a file older than the topic's newest data, recorded and not produced (a rebuild of the
+    topic's next generation takes it; see :class:`Rebuild`). The topic is a generation's topic, so the ledger is
+    keyed by generation."""
 
     __tablename__ = "ingest_files"
     __table_args__ = (UniqueConstraint("topic", "content_sha256", name="uq_ingest_files_topic_sha"),)
@@ -60,7 +64,7 @@ class IngestedFile(Base):
     file_date: Mapped[str | None] = mapped_column(String(10), nullable=True)
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     schema_id: Mapped[str] = mapped_column(String(128))
-    status: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(32))
     rows_valid: Mapped[int] = mapped_column(BigInteger, default=0)
     rows_bad: Mapped[int] = mapped_column(BigInteger, default=0)
     offsets: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # {partition: [first, last]}
@@ -269,6 +273,94 @@ class Alert(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     notified_at: Mapped[datetime | None] = mapped_column(nullable=True)
     notified_by: Mapped[str | None] = mapped_column(String(255), nullable=True)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Generations of a topic and their rebuilds (include.lifecycle.generations, include.rebuild)
+
+
+class Generation(Base):
+    """One generation of a topic: the Kafka topic that holds it and the model lineage rebuilt on it.
+
+    Generation 1 of base topic ``T`` is ``T`` itself, and every model name trained on it is its own lineage.
+    Generation ``N >= 2`` is the topic ``T.gN``, filled by a rebuild (:class:`Rebuild`) with every file in date order,
+    and holds the lineage ``<model>.gN`` of the model name it was rebuilt for. ``status``: ``rebuilding`` (a rebuild is
+    filling and training it), ``live`` (ingest, training and serving follow it: the one the pointer names),
+    ``standby`` (a former live generation, kept for switching back: new files still go to it), ``rejected`` (its
+    rebuild failed the gate), ``retired`` (beyond retention: its topics deleted; the rows stay).
+    """
+
+    __tablename__ = "generations"
+    __table_args__ = (UniqueConstraint("topic", name="uq_generations_topic"),)
+
+    base_topic: Mapped[str] = mapped_column(String(255), primary_key=True)
+    generation: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    topic: Mapped[str] = mapped_column(String(255))
+    model_name: Mapped[str | None] = mapped_column(String(128), nullable=True)  # None: generation 1 (every model)
+    lineage: Mapped[str | None] = mapped_column(String(128), nullable=True)  # the model name of its lineage
+    status: Mapped[str] = mapped_column(String(16))
+    rebuild_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    changed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    retired_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class GenerationPointer(Base):
+    """Which generation of a base topic is live: changed only together with the generations' statuses and the new
+    lineage's champion, in one transaction (as :class:`ModelPointer` for versions). No row: generation 1."""
+
+    __tablename__ = "generation_pointers"
+
+    base_topic: Mapped[str] = mapped_column(String(255), primary_key=True)
+    live_generation: Mapped[int] = mapped_column(Integer)
+    previous_generation: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    changed_by: Mapped[str] = mapped_column(String(255))
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    changed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Rebuild(Base):
+    """One rebuild: a new generation filled with every file in date order, a lineage trained on it from scratch, then
+    the gate against the live champion and the switch (or not).
+
+    ``state``: ``requested`` -> ``ingesting`` -> ``training`` -> ``gating`` (caught up; the gate waits for its rows)
+    -> ``switched`` | ``rejected`` (or ``cancelled`` by a person). ``active_key`` is the base topic while the rebuild
+    is active and NULL after, under a unique constraint: one active rebuild per topic, and a second request joins it
+    (``requests`` lists every request: who, why, which files).
+    """
+
+    __tablename__ = "rebuilds"
+    __table_args__ = (
+        UniqueConstraint("active_key", name="uq_rebuilds_active"),
+        UniqueConstraint("base_topic", "generation", name="uq_rebuilds_generation"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    base_topic: Mapped[str] = mapped_column(String(255))
+    generation: Mapped[int] = mapped_column(Integer)
+    topic: Mapped[str] = mapped_column(String(255))
+    model_name: Mapped[str] = mapped_column(String(128))
+    lineage: Mapped[str] = mapped_column(String(128))
+    from_generation: Mapped[int] = mapped_column(Integer)  # the live generation when it was requested
+    active_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text)
+    requested_by: Mapped[str] = mapped_column(String(255))
+    requests: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    files_planned: Mapped[int] = mapped_column(Integer, default=0)
+    files_ingested: Mapped[int] = mapped_column(Integer, default=0)
+    rows_ingested: Mapped[int] = mapped_column(BigInteger, default=0)
+    files_left_out: Mapped[list[Any]] = mapped_column(JSON, default=list)  # older than what the generation holds
+    trained_up_to: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # {partition: next offset}
+    records_trained: Mapped[int] = mapped_column(BigInteger, default=0)
+    candidate_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    gate: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    decision: Mapped[str | None] = mapped_column(String(16), nullable=True)  # switch | reject
+    decision_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    message: Mapped[str | None] = mapped_column(Text, nullable=True)  # what it is doing or waiting for
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    decided_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -1,7 +1,11 @@
 """Ingest several files, or the files of a data interval: what the ingest DAG's task and ``python -m include ingest`` call.
 
 Opens the Kafka clients (the Airflow Connection inside tasks) and the history database (migrated here: ingest
-writes the ledger), makes sure the topics exist, then ingests file by file (:mod:`include.ingest.transaction`).
+writes the ledger), makes sure the topics exist, then ingests file by file (:mod:`include.ingest.transaction`) into
+the **live generation** of the topic (``RETRAIN_TOPIC`` itself until a rebuild switched to ``<topic>.gN``: see
+:mod:`include.lifecycle.generations`). A file older than the live data waits for a rebuild: one is requested (or
+the running one joined) and the result says so. Afterwards the new files are appended to the generations that
+follow the live one (a running rebuild's, the standby ones: :mod:`include.rebuild.fill`).
 """
 
 from __future__ import annotations
@@ -9,10 +13,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Iterable
 
 from include.history import db
 from include.ingest.landing import list_interval_files
+from include.ingest.ledger import WAITING
 from include.ingest.markers import control_topic
 from include.ingest.transaction import FileResult, ingest_file
 from include.kafka.clients import KafkaClients
@@ -29,6 +35,9 @@ class IntervalResult:
     topic: str
     interval: tuple[str | None, str | None]
     files: list[FileResult] = field(default_factory=list)
+    generation: int = 1
+    rebuild: dict[str, Any] | None = None  # the rebuild the waiting files requested or joined
+    followers: dict[int, dict[str, Any]] = field(default_factory=dict)  # what the following generations got
 
     @property
     def rows(self) -> int:
@@ -43,7 +52,19 @@ class IntervalResult:
             "rows_bad": sum(f.bad for f in self.files if f.status in _NEW),
             "files_new": sum(f.status in _NEW for f in self.files),
             "files_skipped": sum(f.status == "skipped" for f in self.files),
+            "files_waiting": [f.file for f in self.files if f.status == WAITING],
+            "generation": self.generation,
+            "rebuild": self.rebuild,
+            "followers": {str(g): v for g, v in self.followers.items()},
         }
+
+    def waiting_lines(self) -> list[str]:
+        """One line per file that waits for a rebuild (what the task log and the command line say)."""
+        suffix = ""
+        if self.rebuild is not None:
+            suffix = (f" (rebuild {self.rebuild['id']} of generation {self.rebuild['generation']}: "
+                      f"{'joined, ' if self.rebuild['joined'] else ''}{self.rebuild['state']})")
+        return [f"{f.message}{suffix}" for f in self.files if f.status == WAITING]
 
 
 def prepare(settings: Settings, *, use_airflow: bool) -> tuple[KafkaClients, Any]:
@@ -58,14 +79,39 @@ def prepare(settings: Settings, *, use_airflow: bool) -> tuple[KafkaClients, Any
 
 def ingest_files(paths: Iterable, *, settings: Settings | None = None, use_airflow: bool = False,
                  dag_run_id: str | None = None, interval: tuple[str | None, str | None] = (None, None)) -> IntervalResult:
-    """Ingest ``paths`` in order, each exactly once; stops at the first file that must be rejected (IngestError)."""
+    """Ingest ``paths`` in order into the live generation, each exactly once; stops at the first file that must be
+    rejected (IngestError). Older files wait for a rebuild (requested here); new files also go to the generations that
+    follow the live one."""
+    from include.lifecycle.generations import Generations, generation_settings
+    from include.rebuild import records
+    from include.rebuild.fill import append_to_followers
+
     settings = settings or get_settings()
     schema = load_schema(settings.schema_name)
-    clients, sessions = prepare(settings, use_airflow=use_airflow)
-    result = IntervalResult(settings.topic, interval)
+    generation = Generations(db.session_factory(settings.db_url), settings.topic).live()
+    live = generation_settings(settings, generation)
+    clients, sessions = prepare(live, use_airflow=use_airflow)
+    result = IntervalResult(live.topic, interval, generation=generation)
     for path in paths:
-        result.files.append(ingest_file(path, settings=settings, schema=schema, clients=clients, sessions=sessions,
+        result.files.append(ingest_file(path, settings=live, schema=schema, clients=clients, sessions=sessions,
                                         dag_run_id=dag_run_id))
+    # Files recorded as waiting now request a rebuild (or join the running one); seen again, they do not request
+    # another (a rejected rebuild is not retried by a rerun: `python -m include rebuild request` asks by hand).
+    waiting = [f for f in result.files if f.status == WAITING and not f.recorded_before]
+    if waiting:
+        reason = f"{len(waiting)} file(s) older than the newest data in {live.topic}: " + ", ".join(
+            Path(f.file).name for f in waiting[:5]) + (" ..." if len(waiting) > 5 else "")
+        info, joined = records.request(sessions, settings.topic, settings.rebuild_model, reason=reason,
+                                       actor=f"ingest {dag_run_id}" if dag_run_id else "ingest",
+                                       files=[f.file for f in waiting])
+        result.rebuild = {"id": info.id, "generation": info.generation, "state": info.state, "joined": joined}
+    for line in result.waiting_lines():
+        log.warning("%s", line)
+    if any(f.status in _NEW for f in result.files):
+        result.followers = append_to_followers(settings, clients, sessions, schema, dag_run_id=dag_run_id)
+    active = records.active(sessions, settings.topic)
+    if active is not None and result.rebuild is None:
+        result.rebuild = {"id": active.id, "generation": active.generation, "state": active.state, "joined": False}
     return result
 
 

@@ -1,7 +1,10 @@
 """The ingest ledger and the quarantine: what was ingested into which topic, and every bad row with its reason.
 
-One ``ingest_files`` row per (topic, file content), pending -> committed | rejected; one ``quarantined_rows`` row
-per (file content, line). All writes are idempotent upserts, so a retried file never leaves two rows.
+One ``ingest_files`` row per (topic, file content), pending -> committed | rejected, or ``waiting_for_rebuild`` for a
+file older than the topic's newest data (recorded, never produced into this topic: a rebuild of the topic's next
+generation takes it, see :mod:`include.rebuild`); one ``quarantined_rows`` row per (file content, line). All writes
+are idempotent upserts, so a retried file never leaves two rows. The topic is a generation's topic, so the ledger is
+keyed by generation.
 """
 
 from __future__ import annotations
@@ -12,10 +15,11 @@ from typing import Any, Iterable
 from sqlalchemy import func, select, update
 
 from include.history import db
-from include.ingest.errors import IngestError
 from include.ingest.validate import RowError
 
 QUARANTINE_BATCH = 2_000
+WAITING = "waiting_for_rebuild"
+STATUSES = ("pending", "committed", "rejected", WAITING)
 
 
 class Ledger:
@@ -54,19 +58,23 @@ class Ledger:
                 )
             )
 
-    def refuse_out_of_order(self, name: str, day: date | None) -> None:
-        """Refuse a file dated before data already in the topic: it would put old observations after newer ones.
+    def newer_data_than(self, day: date | None) -> str | None:
+        """The topic's newest file date when it is after ``day`` (the file would go behind newer data), else None.
 
-        The model learns the stream in offset order, so a late week would be learned as if it came after the
-        newer ones. Retraining from scratch (a new topic and model name) is the deliberate way to include it.
+        The model learns the stream in offset order, so a late week appended now would be learned as if it came
+        after the newer ones: such a file waits for a rebuild instead (:data:`WAITING`).
         """
         newest = self.newest_date() if day is not None else None
-        if newest is not None and day.isoformat() < newest:
-            raise IngestError(
-                f"{name}: dated {day.isoformat()}, older than data already ingested into {self.topic} (newest {newest}); "
-                "ingesting it now would mix time orders in the stream the model learns from. To include it, retrain "
-                "from scratch: ingest all files into a new topic (RETRAIN_TOPIC) and train a new model name."
-            )
+        return newest if newest is not None and day.isoformat() < newest else None
+
+    def files(self, *statuses: str) -> list[db.IngestedFile]:
+        """The topic's files with these statuses (all when none given), in date then name order (undated last)."""
+        query = select(db.IngestedFile).where(db.IngestedFile.topic == self.topic)
+        if statuses:
+            query = query.where(db.IngestedFile.status.in_(statuses))
+        with self.sessions() as session:
+            rows = list(session.scalars(query))
+        return sorted(rows, key=lambda r: (r.file_date is None, r.file_date or "", r.file_name, r.id))
 
     def quarantine(self, sha: str, file_name: str, errors: Iterable[RowError]) -> None:
         """Record bad rows (idempotent per file content and line), in batches."""

@@ -13,6 +13,11 @@ How exactly-once holds, per file:
    the previous attempt is either committed (its marker is visible to a read_committed reader) or aborted (it is
    not). A retry that finds the marker records the ledger row from it and produces nothing.
 
+A file dated before the topic's newest data is not produced: appended now it would put old observations after
+newer ones in the stream the model learns from. It is recorded in the ledger as ``waiting_for_rebuild`` (status
+``waiting_for_rebuild``), the topic is untouched, and a rebuild of the topic's next generation takes it
+(:mod:`include.rebuild`).
+
 A crash in the middle of a file leaves an open transaction that read_committed consumers never see and the next
 attempt aborts. A file whose bad fraction exceeds the threshold, whose header does not match, or that changes
 while being read is aborted whole: nothing of it is visible.
@@ -30,7 +35,7 @@ from typing import Any, Iterable
 from include import faults
 from include.ingest.errors import IngestError
 from include.ingest.landing import HashingReader, as_path, content_sha256, file_date, open_binary
-from include.ingest.ledger import Ledger
+from include.ingest.ledger import WAITING, Ledger
 from include.ingest.markers import control_topic, find_marker, transactional_id
 from include.ingest.validate import HeaderError, RowError, iter_records, iter_rows
 from include.kafka.clients import KafkaClients
@@ -46,11 +51,13 @@ MAX_LINE_BYTES = 1_000_000
 class FileResult:
     file: str
     sha256: str
-    status: str  # committed | skipped | recovered | empty
+    status: str  # committed | skipped | recovered | empty | waiting_for_rebuild
     rows: int = 0
     bad: int = 0
     offsets: dict[str, list[int]] = field(default_factory=dict)
     seconds: float = 0.0
+    message: str | None = None  # the one line that says what happened, when it is not plain (a waiting file)
+    recorded_before: bool = False  # a waiting file that was recorded as waiting by an earlier attempt
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -187,8 +194,13 @@ def _rejection(name: str, schema: CsvSchema, produced: _Produced, digest: str, s
 
 
 def ingest_file(path, *, settings: Settings, schema: CsvSchema, clients: KafkaClients, sessions,
-                dag_run_id: str | None = None, max_line_bytes: int = MAX_LINE_BYTES) -> FileResult:
+                dag_run_id: str | None = None, max_line_bytes: int = MAX_LINE_BYTES,
+                older: str = "wait") -> FileResult:
     """Ingest one file exactly once (see the module docstring).
+
+    Args:
+        older: What to do with a file dated before the topic's newest data: ``wait`` (record it as waiting for a
+            rebuild; the live topic) or ``refuse`` (an IngestError; a rebuild's generation, which never takes one).
 
     Raises:
         IngestError: The file must be rejected (nothing of it was produced), or Kafka failed.
@@ -205,10 +217,16 @@ def ingest_file(path, *, settings: Settings, schema: CsvSchema, clients: KafkaCl
         return FileResult(name, sha, "skipped", previous.rows_valid, previous.rows_bad, previous.offsets)
 
     day = file_date(Path(name).name)
-    ledger.refuse_out_of_order(name, day)
     tx_id = transactional_id(settings.topic, sha)
     row = dict(content_sha256=sha, file_name=name, file_date=day.isoformat() if day else None, size_bytes=size,
                schema_id=schema.id, transactional_id=tx_id, dag_run_id=dag_run_id)
+    if previous is not None and previous.status == WAITING:
+        return _waiting(name, sha, day, previous.message, started, again=True)
+    # A pending row is an attempt that may have committed to Kafka already: its marker decides first (below).
+    if previous is None or previous.status != "pending":
+        waiting = _wait_if_older(ledger, row, name, sha, day, settings.topic, older, started)
+        if waiting is not None:
+            return waiting
     if previous is None:
         ledger.put(**row, status="pending", attempts=0, rows_valid=0, rows_bad=0, offsets={})
     ledger.count_attempt(sha)
@@ -230,6 +248,10 @@ def ingest_file(path, *, settings: Settings, schema: CsvSchema, clients: KafkaCl
         return FileResult(name, sha, "recovered", marker["rows"], marker["bad"], marker["offsets"],
                           time.perf_counter() - started)
 
+    if previous is not None and previous.status == "pending":
+        waiting = _wait_if_older(ledger, row, name, sha, day, settings.topic, older, started)
+        if waiting is not None:
+            return waiting
     produced, offsets = _transact(producer, deliveries, path, name, sha, schema, settings, ledger, row, max_line_bytes)
     faults.reached("ingest_after_commit")
     ledger.quarantine(sha, name, produced.errors)
@@ -239,6 +261,27 @@ def ingest_file(path, *, settings: Settings, schema: CsvSchema, clients: KafkaCl
     log.info("%s: %d rows committed to %s (%d bad -> %s) in %.2fs (%.0f rows/s)", name, produced.valid,
              settings.topic, produced.bad, settings.dlq_topic, seconds, produced.valid / seconds if seconds else 0.0)
     return FileResult(name, sha, "committed", produced.valid, produced.bad, offsets, seconds)
+
+
+def _wait_if_older(ledger: Ledger, row: dict[str, Any], name: str, sha: str, day, topic: str, older: str,
+                   started: float) -> FileResult | None:
+    """Record the file as waiting for a rebuild when the topic holds newer data (None: it may go in)."""
+    newest = ledger.newer_data_than(day)
+    if newest is None:
+        return None
+    reason = (f"{name}: dated {day.isoformat()}, older than the newest data in {topic} ({newest}): waiting for a "
+              "rebuild; the live topic and model are unchanged")
+    if older != "wait":
+        raise IngestError(f"{name}: dated {day.isoformat()}, older than the newest data in {topic} ({newest}): it "
+                          "cannot go behind newer data")
+    ledger.put(**row, status=WAITING, rows_valid=0, rows_bad=0, offsets={}, message=reason)
+    return _waiting(name, sha, day, reason, started, again=False)
+
+
+def _waiting(name: str, sha: str, day, message: str | None, started: float, *, again: bool) -> FileResult:
+    text = message or f"{name}: dated {day}, waiting for a rebuild"
+    log.warning("%s%s", text, " (recorded already)" if again else "")
+    return FileResult(name, sha, WAITING, seconds=time.perf_counter() - started, message=text, recorded_before=again)
 
 
 def _transact(producer, deliveries: _Deliveries, path, name: str, sha: str, schema: CsvSchema, settings: Settings,

@@ -58,7 +58,9 @@ class ReadPlan:
 
 @dataclass
 class BoundedReader:
-    """Reads ``topic`` from ``start_offsets`` (None: the group's committed offsets, else the earliest)."""
+    """Reads ``topic`` from ``start_offsets`` (None: the group's committed offsets, else the earliest), up to the end
+    offsets seen at start or, where ``stop_offsets`` names a partition, no further than that offset (a rebuild's
+    lineage stops exactly at the point the promotion gate compares it at)."""
 
     clients: KafkaClients
     topic: str
@@ -68,6 +70,7 @@ class BoundedReader:
     max_records: int | None = None
     max_seconds: float | None = None
     expected_topic_id: str | None = None
+    stop_offsets: Mapping[int, int] | None = None
     stop_reason: str | None = None
     records: int = 0
     # Partitions read up to the end offset seen at start, with that offset: everything below it was fetched (or was
@@ -120,6 +123,9 @@ class BoundedReader:
                     f"{self.topic}[{p}]: offset {start[p]} is beyond the end of the log ({end[p]}): the topic was "
                     "probably deleted and recreated. Refusing to restart from zero silently."
                 )
+        for p, stop in (self.stop_offsets or {}).items():
+            if int(p) in end:
+                end[int(p)] = max(start[int(p)], min(end[int(p)], int(stop)))
         self.plan = ReadPlan(self.topic, topic_id, start, end, low, committed)
         return self.plan
 

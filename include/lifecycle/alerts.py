@@ -28,9 +28,9 @@ from include.lifecycle.registry import Registry
 
 log = logging.getLogger(__name__)
 
-KINDS = ("candidate_rejected", "drift", "accuracy_below_floor")
+KINDS = ("candidate_rejected", "drift", "accuracy_below_floor", "rebuild_rejected")
 KIND_TITLES = {"candidate_rejected": "candidate rejected", "drift": "drift detected",
-               "accuracy_below_floor": "accuracy under the floor"}
+               "accuracy_below_floor": "accuracy under the floor", "rebuild_rejected": "rebuild rejected"}
 #: The context key under which notifiers find the digest (``{{ alert_digest.subject }}`` in a notifier's template).
 DIGEST_KEY = "alert_digest"
 NOBODY = "nobody (no notifiers configured)"

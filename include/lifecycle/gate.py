@@ -107,11 +107,15 @@ def judge(registry: Registry, model_name: str) -> list[Judgement]:
         return out + [Judgement(model_name, candidate.version, "supersede",
                                 f"not judged: version {champion}, newer, is the champion already")]
     following = next(v for v in versions if v.version > candidate.version)
-    return out + [_judge_one(registry, candidate, registry.get(model_name, champion), following)]
+    return out + [judge_against(registry, candidate, registry.get(model_name, champion), following)]
 
 
-def _judge_one(registry: Registry, candidate: VersionInfo, champion: VersionInfo, following: VersionInfo) -> Judgement:
-    """Score the candidate and the champion on ``following``'s held-out rows and apply the rule."""
+def judge_against(registry: Registry, candidate: VersionInfo, champion: VersionInfo,
+                  following: VersionInfo) -> Judgement:
+    """Score the candidate and the champion on ``following``'s held-out rows and apply the rule (reads only).
+
+    The three may be of different model names: a rebuild's candidate is judged against the live champion on the live
+    lineage's newest held-out rows (:mod:`include.rebuild.decide`)."""
     settings = registry.settings
     holdout = load_holdout(following) if following.on_disk else None
     x, y = holdout if holdout is not None else (np.zeros((0, 0), np.float32), np.zeros(0, np.float32))
@@ -123,6 +127,9 @@ def _judge_one(registry: Registry, candidate: VersionInfo, champion: VersionInfo
                               tolerance=settings.gate_tolerance, floor=settings.gate_floor,
                               min_rows=settings.gate_min_rows)
     gate = {**numbers, "champion_version": champion.version, "evaluated_on_version": following.version,
+            **({"candidate_model": candidate.model_name, "champion_model": champion.model_name,
+                "evaluated_on_model": following.model_name}
+               if len({candidate.model_name, champion.model_name, following.model_name}) > 1 else {}),
             "tolerance": settings.gate_tolerance, "floor": settings.gate_floor, "min_rows": settings.gate_min_rows,
             "decision": decision}
     return Judgement(candidate.model_name, candidate.version, decision, reason, gate)

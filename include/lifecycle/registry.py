@@ -105,6 +105,13 @@ class Registry:
             pointer = session.get(db.ModelPointer, model_name)
             return pointer.champion_version if pointer is not None else None
 
+    def served(self, model_name: str) -> tuple[str, int | None]:
+        """The lineage that serves ``model_name`` in the live generation of ``RETRAIN_TOPIC`` and its champion version
+        (:func:`include.lifecycle.generations.served`: a few primary-key reads, cheap enough to poll)."""
+        from include.lifecycle.generations import served
+
+        return served(self.sessions, self.settings.topic, model_name)
+
     def champion(self, model_name: str) -> VersionInfo | None:
         """The served version, or None before the first version."""
         version = self.champion_version(model_name)

@@ -31,34 +31,39 @@ class ModelChoice:
         self.model_name = model_name
         self.fixed = version
         self.keep = max(1, keep)
-        self._loaded: OrderedDict[int, LoadedModel] = OrderedDict()
+        self._loaded: OrderedDict[tuple[str, int], LoadedModel] = OrderedDict()
+        self.lineage = model_name  # the lineage the current model belongs to (``<model>.gN`` after a rebuild)
 
-    def wanted_version(self) -> int:
-        """The version that should score now.
+    def wanted(self) -> tuple[str, int]:
+        """The lineage (the model name's, in the live generation) and version that should score now.
 
         Raises:
             LifecycleError: Following the champion and there is none yet.
         """
+        lineage, version = self.registry.served(self.model_name)
         if self.fixed is not None:
-            return self.fixed
-        version = self.registry.champion_version(self.model_name)
+            return lineage, self.fixed
         if version is None:
             raise LifecycleError(f"model {self.model_name!r} has no champion yet: train it first "
                                  "(`python -m include train`, or the train_model DAG), or pass a version")
-        return version
+        return lineage, version
+
+    def wanted_version(self) -> int:
+        return self.wanted()[1]
 
     def current(self) -> LoadedModel:
-        """The loaded model of :meth:`wanted_version` (loaded now if it is not in memory)."""
-        version = self.wanted_version()
-        model = self._loaded.get(version)
+        """The loaded model of :meth:`wanted` (loaded now if it is not in memory)."""
+        key = self.wanted()
+        model = self._loaded.get(key)
         if model is None:
-            info = self.registry.resolve(self.model_name, version)
-            model = LoadedModel(info.keras_path, info.version)
-            self._loaded[version] = model
+            info = self.registry.resolve(*key)
+            model = LoadedModel(info.keras_path, info.version, info.model_name)
+            self._loaded[key] = model
             while len(self._loaded) > self.keep:
                 self._loaded.popitem(last=False)
-            log.info("scoring with %s version %d (%s)", self.model_name, version,
+            log.info("scoring with %s version %d (%s)", key[0], key[1],
                      "fixed" if self.fixed is not None else "the champion")
         else:
-            self._loaded.move_to_end(version)
+            self._loaded.move_to_end(key)
+        self.lineage = key[0]
         return model

@@ -1,8 +1,9 @@
 """Following the champion: a background thread that swaps the served model when the registry's pointer moves.
 
-:class:`ChampionFollower` polls :meth:`include.lifecycle.registry.Registry.champion_version` (one primary-key read)
-every ``interval_s`` (200 ms by default). When the pointer names another version, it loads that version completely
-and warms it up (one traced call) *before* replacing the one reference requests read, so a request either got the
+:class:`ChampionFollower` polls :meth:`include.lifecycle.registry.Registry.served` (a few primary-key reads: the
+live generation, the model's lineage in it, that lineage's champion) every ``interval_s`` (200 ms by default), so a
+promotion, a rollback and a switch of generations (:mod:`include.lifecycle.generations`) are all followed alike.
+When the pointer names another version, it loads that version completely and warms it up (one traced call) *before* replacing the one reference requests read, so a request either got the
 old model or the new one, whole, and none waits for a load or fails during a promotion or a rollback. A request
 reads :attr:`ChampionFollower.current` once and scores with that object to the end; the old model is freed when the
 last request holding it is done.
@@ -45,7 +46,7 @@ def load_version(registry: Registry, model_name: str, version: int, *, schema_id
     if schema_id is not None and info.schema_id != schema_id:
         raise LifecycleError(f"version {info.version} of {model_name!r} reads schema {info.schema_id!r}, "
                              f"not {schema_id!r} (RETRAIN_SCHEMA / --schema)")
-    model = LoadedModel(info.keras_path, info.version)
+    model = LoadedModel(info.keras_path, info.version, info.model_name)
     model.warm_up()
     return model
 
@@ -69,7 +70,8 @@ class ChampionFollower:
         self.retry_s = retry_s
         self._loader = loader
         self._current: LoadedModel | None = None
-        self._failed: dict[int, float] = {}  # version -> monotonic time of its last failed load
+        self._failed: dict[tuple[str, int], float] = {}  # (lineage, version) -> monotonic time of its last failed load
+        self._key: tuple[str, int] | None = None  # the (lineage, version) serving now
         self._poll_failing = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -88,7 +90,7 @@ class ChampionFollower:
             Whether the served model changed.
         """
         try:
-            wanted = self.registry.champion_version(self.model_name)
+            lineage, wanted = self.registry.served(self.model_name)
         except Exception as exc:  # noqa: BLE001 - the database may be down for a while: keep serving
             if not self._poll_failing:
                 log.warning("model %s: cannot read the champion pointer (%s); still serving %s", self.model_name,
@@ -97,26 +99,27 @@ class ChampionFollower:
             return False
         self._poll_failing = False
         current = self._current
-        if wanted is None or (current is not None and current.version == wanted):
+        key = (lineage, wanted)
+        if wanted is None or (current is not None and self._key == key):
             return False
-        failed_at = self._failed.get(wanted)
+        failed_at = self._failed.get(key)
         if failed_at is not None and time.monotonic() - failed_at < self.retry_s:
             return False
         started = time.perf_counter()
         try:
-            model = self._loader(self.registry, self.model_name, wanted)
+            model = self._loader(self.registry, lineage, wanted)
         except Exception as exc:  # noqa: BLE001 - a bad version must not stop the one serving
             if failed_at is None:
-                log.error("model %s: cannot load version %d (%s); still serving %s", self.model_name, wanted, exc,
-                          self._version_text())
-            self._failed[wanted] = time.monotonic()
+                log.error("model %s: cannot load version %d of %s (%s); still serving %s", self.model_name, wanted,
+                          lineage, exc, self._version_text())
+            self._failed[key] = time.monotonic()
             return False
-        self._failed.pop(wanted, None)
-        self._current = model  # the swap: one reference assignment, atomic for every reader
+        self._failed.pop(key, None)
+        self._current, self._key = model, key  # the swap: one reference assignment, atomic for every reader
         self.swaps += 1
         if self._collect_at is None:  # swaps in quick succession: collect a second after the first one
             self._collect_at = time.monotonic() + COLLECT_AFTER_S
-        log.info("model %s: now serving version %d (was %s; loaded in %.0f ms)", self.model_name, wanted,
+        log.info("model %s: now serving version %d of %s (was %s; loaded in %.0f ms)", self.model_name, wanted, lineage,
                  "none" if current is None else current.version, (time.perf_counter() - started) * 1000)
         return True
 

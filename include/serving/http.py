@@ -42,6 +42,7 @@ from include.serving.servables import Servable
 log = logging.getLogger(__name__)
 
 VERSION_HEADER = "X-Model-Version"
+LINEAGE_HEADER = "X-Model-Lineage"  # the model name of the version's lineage (``default.g2`` after a rebuild)
 MAX_LISTED_ERRORS = 10
 MAX_BODY_BYTES = 64 << 20  # ~300,000 instances of the drone schema; a bigger body is refused (413), never held
 
@@ -85,7 +86,8 @@ def score(schema: CsvSchema, model: LoadedModel, body: bytes) -> Response:
     probabilities = model.predict(decoded.x)
     labels = (probabilities >= 0.5).tolist()
     items = ",".join([f'{{"probability":{p:.6f},"label":{int(k)}}}' for p, k in zip(probabilities.tolist(), labels)])
-    return Response(f'{{"predictions":[{items}]}}', media_type="application/json", headers=_headers(model.version))
+    headers = {**_headers(model.version), **({LINEAGE_HEADER: model.model_name} if model.model_name else {})}
+    return Response(f'{{"predictions":[{items}]}}', media_type="application/json", headers=headers)
 
 
 async def _body(request: Request, version: int) -> bytes:
@@ -205,7 +207,8 @@ def _status_routes(app: FastAPI, servables: Mapping[str, Servable]) -> None:
         servable = _servable(servables, name, f"Specific({name}, {version})")
         number = _version_number(name, version)
         try:
-            info = await run_in_threadpool(servable.registry.get, name, number)
+            lineage = await run_in_threadpool(servable.lineage)
+            info = await run_in_threadpool(servable.registry.get, lineage, number)
         except LifecycleError:
             raise ApiError(404, f"Servable not found for request: Specific({name}, {number})") from None
         entry = _status_entry(number) if info.on_disk else _status_entry(number, "END", "its files were removed")

@@ -19,13 +19,14 @@ class LoadedModel:
         version: Its number (reported with every answer).
     """
 
-    def __init__(self, keras_path: str | Path, version: int) -> None:
+    def __init__(self, keras_path: str | Path, version: int, model_name: str | None = None) -> None:
         import keras
         import tensorflow as tf
 
         import include.training.model  # noqa: F401 - registers SchemaEncoding for loading
 
         self.version = int(version)
+        self.model_name = model_name  # the lineage it belongs to (``default``, ``default.g2``...), when known
         self.model = keras.saving.load_model(str(keras_path), compile=False)
         self.width = int(self.model.inputs[0].shape[-1])
         spec = tf.TensorSpec(shape=(None, self.width), dtype=tf.float32)

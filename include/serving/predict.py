@@ -193,6 +193,7 @@ def run_predict(settings: Any, source: str, *, model_name: str, version: int | N
             raise PredictInputError(f"{path} is the input file: writing it would destroy the rows being read")
     schema = load_schema(settings.schema_name)
     registry = Registry(settings, migrate=False)
+    model_name, _ = registry.served(model_name)  # the model's lineage in the live generation
     info = registry.resolve(model_name, version)
     configure_tensorflow()
     model = load_version(registry, model_name, info.version, schema_id=schema.id)

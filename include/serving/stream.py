@@ -295,7 +295,7 @@ class StreamScorer:
         partitions = [m.partition() for m in batch]
         offsets = [m.offset() for m in batch]
         requests = decode_requests(self.schema, [m.value() for m in batch])
-        answers = encode_answers(self.topic, self.choice.model_name, model.version, partitions, offsets, requests,
+        answers = encode_answers(self.topic, self.choice.lineage, model.version, partitions, offsets, requests,
                                  model.predict(requests.x))
         try:
             self.producer.begin_transaction()

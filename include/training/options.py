@@ -39,6 +39,8 @@ class TrainOptions:
         drift_detector: ``ewma`` | ``page_hinkley`` (:data:`include.training.drift_detectors.DETECTORS`).
         register: End a run that saved a checkpoint with a new model version (:mod:`include.training.versioning`),
             and first register the newest checkpoint if a killed registering run left it without one.
+        stop_offsets: ``{partition: offset}`` not to read at or past (confluent reader only): a rebuild's run stops
+            exactly where the promotion gate compares its lineage with the live one (:mod:`include.rebuild.training`).
     """
 
     model_name: str = "default"
@@ -56,6 +58,7 @@ class TrainOptions:
     drift: str = "none"  # reaction to a detected drift: none | shrink | retrain (detection always runs)
     drift_detector: str = "ewma"  # ewma | page_hinkley (include.training.drift_detectors.DETECTORS)
     register: bool = True
+    stop_offsets: dict[int, int] | None = None
 
 
 @dataclass

@@ -170,6 +170,7 @@ class Trainer:
             start_offsets=int_offsets(meta.get("offsets")) if loaded is not None else None,
             stream_timeout_s=self.settings.stream_timeout_s, max_records=self.options.max_records,
             max_seconds=self.options.max_seconds, expected_topic_id=meta.get("topic_id"),
+            stop_offsets=self.options.stop_offsets,
         )
 
     def _plan_and_train(self, reader: BoundedReader, store: CheckpointStore, loaded: LoadedCheckpoint | None,
@@ -245,7 +246,8 @@ class Trainer:
         return model, learner
 
     def _check_reader_limits(self) -> None:
-        if self.options.reader == "tfio" and (self.options.max_records or self.options.max_seconds):
+        if self.options.reader == "tfio" and (self.options.max_records or self.options.max_seconds
+                                              or self.options.stop_offsets):
             raise ValueError("the tfio reader cannot stop at a record or time limit (it cannot see offsets); "
                              "use the confluent reader")
 

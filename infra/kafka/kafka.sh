@@ -15,6 +15,7 @@
 #   infra/kafka/kafka.sh cluster start|stop|status|bootstrap     the whole cluster
 #   infra/kafka/kafka.sh cluster kill N|stop N|start N|restart N  one node (1-3): SIGKILL, SIGTERM, start
 #   infra/kafka/kafka.sh cluster pid N                            its process id
+#   infra/kafka/kafka.sh cluster config N                         the server.properties node N runs with
 #   KAFKA_CLUSTER_DIR   state of the cluster, node-N below it    [<project>/.state/kafka-cluster]
 #   KAFKA_CLUSTER_PORT  client port of node 1; node N listens on PORT+10*(N-1), its controller on +1 [9192]
 #
@@ -265,6 +266,10 @@ cluster_bootstrap() {
 
 cluster() {
   local action="${1:-}" n="${2:-}"
+  if [ "$action" = config ]; then
+    # Node N's server.properties, as start writes it (tests/unit/test_compose.py compares it with compose's nodes).
+    cluster_node "$n"; write_config; cat "$CONF"; return
+  fi
   fetch
   if [ -n "$n" ]; then
     cluster_node "$n"

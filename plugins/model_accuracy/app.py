@@ -70,6 +70,15 @@ def _sessions():
     return monitoring.sessions_for(get_settings().db_url)
 
 
+def _live_settings():
+    """The settings of the topic's live generation (its ledger, its lag): ``RETRAIN_TOPIC`` until a rebuild switched."""
+    from include.lifecycle.generations import generation_settings, live_generation
+
+    settings = get_settings()
+    with _sessions()() as session:
+        return generation_settings(settings, live_generation(session, settings.topic))
+
+
 app.include_router(lifecycle_router)
 
 
@@ -127,7 +136,7 @@ def accuracy(
     dag_run_id: DagRunId = None,
 ) -> dict:
     """Downsampled window and prequential accuracy, runs, baseline, Bayes-optimal accuracy and drift events."""
-    settings = get_settings()
+    settings = _live_settings()
     return monitoring.accuracy_curve(
         _sessions(), model_name=model, x_axis=x, max_points=max_points, dag_id=dag_id, dag_run_id=dag_run_id,
         topic=settings.topic,
@@ -149,11 +158,18 @@ def runs(
 
 @app.get("/api/ingest")
 def ingest(limit: Limit = 100, offset: Offset = 0) -> dict:
-    """The ingest ledger of the project's topic, newest first."""
-    return monitoring.ingest_ledger(_sessions(), topic=get_settings().topic, limit=limit, offset=offset)
+    """The ingest ledger of the project's topic (its live generation), newest first."""
+    return monitoring.ingest_ledger(_sessions(), topic=_live_settings().topic, limit=limit, offset=offset)
 
 
 @app.get("/api/kafka")
 def kafka() -> dict:
     """Consumer lag per partition and the dead-letter count; ``available: false`` within 3 s if Kafka is away."""
-    return monitoring.kafka_status(get_settings(), timeout=monitoring.KAFKA_TIMEOUT_S)
+    return monitoring.kafka_status(_live_settings(), timeout=monitoring.KAFKA_TIMEOUT_S)
+
+
+@app.get("/api/generations")
+def generations(model: ModelName = "default") -> dict:
+    """The topic's generations (the live one, the switch), its rebuilds with their progress and decisions, and the
+    newest rebuild's accuracy curve beside the live lineage's."""
+    return monitoring.generations_view(_sessions(), get_settings().topic, model)

@@ -153,7 +153,7 @@ def running_broker(own_broker):
 
 @pytest.fixture(scope="session")
 def postgres():
-    """A private PostgreSQL server (initdb + pg_ctl, its own port); tests may stop it, it is restarted after."""
+    """A private PostgreSQL server (infra/postgres/postgres.sh, its own port); tests may stop it, it is restarted after."""
     pg = make_postgres()
     try:
         yield pg

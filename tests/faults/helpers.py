@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import bisect
 import os
-import shutil
+import secrets
 import socket
 import subprocess
 import sys
@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from tests.support import KAFKA_SH, PROJECT, Broker, process_env, read_topic, unique
 
+POSTGRES_SH = PROJECT / "infra" / "postgres" / "postgres.sh"
 HEADER = "observed_at,shop_id,shop_type,x,y,busy"
 SHOP_TYPES = ("grocery", "pharmacy", "restaurant", "electronics", "florist")
 #: The session broker's port (tests/conftest.py); this suite's own servers take the ports just above it.
@@ -371,48 +372,44 @@ class OwnBroker:
 
 @dataclass
 class Postgres:
-    """A private PostgreSQL cluster (initdb + pg_ctl) on a port of its own; :meth:`stop` takes it away."""
+    """A private PostgreSQL server on a port of its own, run by the project's ``infra/postgres/postgres.sh`` (the
+    script ``make run-cluster`` uses); :meth:`stop` takes it away. Superuser ``postgres`` with a random password."""
 
     root: Path
     port: int
-    bin_dir: Path
+    password: str
 
     @property
     def data(self) -> Path:
         return self.root / "data"
 
     def url(self, database: str) -> str:
-        return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/{database}"
+        from sqlalchemy.engine import URL
 
-    def _as_owner(self, *args: str) -> subprocess.CompletedProcess:
-        cmd = [str(self.bin_dir / args[0]), *args[1:]]
-        if os.geteuid() == 0:  # PostgreSQL refuses to run as root
-            cmd = ["runuser", "-u", "postgres", "--", *cmd]
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        return URL.create("postgresql+psycopg2", username="postgres", password=self.password, host="127.0.0.1",
+                          port=self.port, database=database).render_as_string(hide_password=False)
 
-    def init(self) -> None:
-        if os.geteuid() == 0:
-            shutil.chown(self.root, "postgres", "postgres")
-        result = self._as_owner("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
-                                "--no-sync")
-        assert result.returncode == 0, result.stdout + result.stderr
+    def _script(self, *args: str) -> subprocess.CompletedProcess:
+        env = {**os.environ, "POSTGRES_STATE_DIR": str(self.root), "POSTGRES_PORT": str(self.port),
+               "POSTGRES_USER": "postgres", "POSTGRES_PASSWORD": self.password, "POSTGRES_DB": "postgres",
+               "POSTGRES_OPTIONS": "-c fsync=off -c full_page_writes=off"}
+        return subprocess.run([str(POSTGRES_SH), *args], env=env, capture_output=True, text=True, timeout=120)
 
     def start(self) -> None:
-        options = (f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.root} "
-                   "-c fsync=off -c full_page_writes=off")
-        result = self._as_owner("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.root / "server.log"),
-                                "-w", "-t", "60", "start")
-        assert result.returncode == 0, result.stdout + result.stderr + (self.root / "server.log").read_text()[-2000:]
+        """Start it (initialised on first use) and wait until it accepts connections."""
+        result = self._script("start")
+        assert result.returncode == 0, result.stdout + result.stderr
 
     def stop(self, mode: str = "immediate") -> None:
         """Stop the server; ``immediate`` is a crash as far as clients can tell (connections cut, no goodbye)."""
-        self._as_owner("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "-t", "60", "stop")
+        self._script("stop", mode)
 
     def create_database(self, name: str) -> str:
         import psycopg2
         from psycopg2 import sql
 
-        conn = psycopg2.connect(host="127.0.0.1", port=self.port, user="postgres", dbname="postgres")
+        conn = psycopg2.connect(host="127.0.0.1", port=self.port, user="postgres", password=self.password,
+                                dbname="postgres")
         try:
             conn.autocommit = True
             with conn.cursor() as cur:
@@ -423,16 +420,13 @@ class Postgres:
 
 
 def make_postgres() -> Postgres:
-    """A fresh cluster, started. Debian keeps the server programs in /usr/lib/postgresql/<version>/bin."""
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]))
-    if not found:
+    """A fresh server, started (skips the test when PostgreSQL is not installed)."""
+    if subprocess.run([str(POSTGRES_SH), "bindir"], capture_output=True).returncode != 0:
         import pytest
 
         pytest.skip("PostgreSQL is not installed (make system-deps installs it)")
-    root = Path(tempfile.mkdtemp(prefix="faults-pg-"))
-    os.chmod(root, 0o700)
-    pg = Postgres(root=root, port=free_ports(BASE_PORT + 8, 1), bin_dir=found[-1].parent)
-    pg.init()
+    pg = Postgres(root=Path(tempfile.mkdtemp(prefix="faults-pg-")), port=free_ports(BASE_PORT + 8, 1),
+                  password=secrets.token_urlsafe(12))
     pg.start()
     return pg
 

@@ -212,17 +212,18 @@ def test_sigkill_then_retry_lands_every_row_exactly_once(tmp_path, kafka_bootstr
     assert len(read_topic(kafka_bootstrap, topic)) == 70_000
 
 
-def test_a_file_older_than_ingested_data_is_refused_with_a_clear_message(tmp_path, kafka_bootstrap, topic):
+def test_a_file_older_than_ingested_data_waits_for_a_rebuild_with_a_clear_message(tmp_path, kafka_bootstrap, topic):
     settings = _settings(tmp_path, kafka_bootstrap, topic)
     newer = tmp_path / "observations_2026-01-12.csv"
     newer.write_text(HEADER + "\n" + "\n".join(_good_rows(50)) + "\n")
     ingest_files([newer], settings=settings)
     older = tmp_path / "observations_2026-01-05.csv"
     older.write_text(HEADER + "\n" + "\n".join(_good_rows(40, start_hour=3)) + "\n")
-    with pytest.raises(IngestError) as excinfo:
-        ingest_files([older], settings=settings)
-    message = str(excinfo.value)
-    assert str(older) in message and "2026-01-12" in message and "retrain" in message
+    result = ingest_files([older], settings=settings)
+    assert [f.status for f in result.files] == ["waiting_for_rebuild"] and result.rows == 0
+    (message,) = result.waiting_lines()
+    assert str(older) in message and "2026-01-12" in message and "waiting for a rebuild" in message
+    assert _ledger(settings)[str(older)].status == "waiting_for_rebuild"
     assert len(read_topic(kafka_bootstrap, topic)) == 50
     # the same day again with new content is not "older": allowed
     same_day = tmp_path / "observations_2026-01-12b.csv"

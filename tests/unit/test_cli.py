@@ -10,7 +10,7 @@ import pytest
 
 from tests.support import PROJECT, process_env
 
-COMMANDS = ("ingest", "train", "baseline", "report", "generate", "demo", "models", "score")
+COMMANDS = ("ingest", "train", "baseline", "report", "generate", "demo", "models", "score", "rebuild", "generations")
 
 
 def cli(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -74,3 +74,20 @@ def test_models_commands_default_to_the_model_named_default(tmp_path):
         result = cli(*args, env=env)
         assert result.returncode == 6, (args, result.stderr)
         assert result.stderr.strip().splitlines()[-1].startswith("error: model 'default' "), result.stderr
+
+
+def test_generations_and_rebuilds_from_the_command_line(tmp_path):
+    env = {"RETRAIN_STATE_DIR": str(tmp_path), "RETRAIN_TOPIC": "obs"}
+    listed = cli("generations", "list", env=env)
+    assert listed.returncode == 0 and "topic obs: live generation 1" in listed.stdout, listed.stderr
+    asked = cli("rebuild", "request", "--reason", "a missed file turned up", "--actor", "alice", env=env)
+    assert asked.returncode == 0, asked.stderr
+    first = json.loads(asked.stdout)
+    assert (first["joined"], first["generation"], first["topic"], first["lineage"]) == (False, 2, "obs.g2", "default.g2")
+    again = json.loads(cli("rebuild", "request", "--reason", "me too", "--actor", "bob", env=env).stdout)
+    assert again["joined"] and again["id"] == first["id"] and len(again["requests"]) == 2
+    assert "obs.g2" in cli("generations", "list", env=env).stdout
+    refused = cli("generations", "switch", "--generation", "2", "--reason", "too early", env=env)
+    assert refused.returncode == 6 and refused.stderr.startswith("error: lineage 'default.g2' has no champion")
+    cancelled = json.loads(cli("rebuild", "cancel", "--reason", "not needed", "--actor", "alice", env=env).stdout)
+    assert cancelled["state"] == "cancelled" and "rejected" in cli("generations", "list", env=env).stdout

@@ -25,6 +25,9 @@ class _Registry:
             raise OSError("database unavailable")
         return self.pointer
 
+    def served(self, name: str) -> tuple[str, int | None]:
+        return name, self.champion_version(name)
+
 
 class _Loader:
     def __init__(self) -> None:

@@ -181,3 +181,42 @@ def test_anonymous_requests_are_refused(history, monkeypatch):
         assert anonymous.post(f"/api/models/default/{action}", json=body, headers=SAME_SITE).status_code == 401
     with db.session_factory(history.db_url)() as session:
         assert session.get(db.ModelPointer, "default").champion_version == 1
+
+
+def test_generations_show_the_live_one_the_rebuilds_and_both_curves(client, history):
+    from include.lifecycle.generations import switch
+    from include.rebuild import records
+
+    sessions = db.session_factory(history.db_url)
+    data = client.get("/api/generations").json()
+    assert (data["live"], data["served_by"], data["rebuilds"], data["curves"]) == (1, "default", [], None)
+    assert [(g["generation"], g["status"], g["lineage"]) for g in data["generations"]] == [(1, "live", "default")]
+
+    rebuild, _ = records.request(sessions, history.topic, "default", reason="an older week landed", actor="ingest")
+    with db.get_engine(history.db_url).begin() as connection:  # the rebuild's lineage has trained 30 mini-batches
+        run_id = connection.execute(select(db.TrainingRun.run_id).limit(1)).scalar_one()
+        connection.execute(insert(db.BatchMetric), [
+            {"model_name": "default.g2", "batch_key": f"p0:{100 * i}", "run_id": run_id, "seq": 100 * i,
+             "batch_index": i, "offsets_from": {"0": 100 * i}, "offsets_to": {"0": 100 * i + 100}, "n": 100,
+             "n_train": 80, "n_eval": 20, "window_accuracy": 0.8, "prequential_accuracy": 0.8,
+             "event_time_min": 1_767_571_200_000 + 3_600_000 * i, "event_time_max": 1_767_571_200_000 + 3_600_000 * i}
+            for i in range(30)])
+    write_versions(history.db_url, history.models_dir, model_name="default.g2")
+    records.update(sessions, rebuild.id, state="training", files_planned=28, files_ingested=28, rows_ingested=13440,
+                   records_trained=9000)
+    data = client.get("/api/generations?model=default").json()
+    (shown,) = data["rebuilds"]
+    assert (shown["state"], shown["files_ingested"], shown["files_planned"], shown["records_trained"]) == (
+        "training", 28, 28, 9000)
+    assert data["curves"]["rebuild"]["lineage"] == "default.g2" and data["curves"]["live"]["lineage"] == "default"
+    assert data["curves"]["rebuild"]["x"] and data["curves"]["live"]["x"]
+
+    switch(sessions, history.topic, 2, "default", actor="gate", reason="rebuild 1 passed the gate",
+           champion_version=3, rebuild_id=rebuild.id, gate=GATE)
+    data = client.get("/api/generations").json()
+    assert (data["live"], data["served_by"], data["served_version"]) == (2, "default.g2", 3)
+    assert data["pointer"]["previous"] == 1 and data["pointer"]["changed_by"] == "gate"
+    assert [(g["generation"], g["status"], g["lineage"], g["champion"]) for g in data["generations"]] == [
+        (1, "standby", "default", 1), (2, "live", "default.g2", 3)]
+    assert data["rebuilds"][0]["state"] == "switched" and data["rebuilds"][0]["gate"]["candidate_accuracy"] == 0.81
+    assert data["curves"]["live"]["lineage"] == "default"  # once live, the rebuild is drawn beside the one it replaced

@@ -350,6 +350,10 @@
     const select = document.getElementById("model");
     const { models } = await getJSON("models");
     const names = models.map((m) => m.model_name);
+    if (!state.model && names.includes("default")) {
+      // After a rebuild's switch, "default" is served by its lineage in the live generation (default.g2): show that.
+      try { state.model = (await getJSON("generations", { model: "default" })).served_by; } catch (_) { /* older data */ }
+    }
     if (!state.model) state.model = names.includes("default") || names.length === 0 ? "default" : names[0];
     if (!names.includes(state.model)) names.unshift(state.model);
     select.replaceChildren(...names.map((n) => el("option", { value: n, selected: n === state.model }, n)));
