@@ -61,7 +61,10 @@ def test_rebuild_sigkilled_anywhere_resumes_and_duplicates_nothing(tmp_path, kaf
     final = _rebuild(runner.env)
     out, err = final.communicate(timeout=600)
     assert final.returncode == 0, err[-4000:]
-    assert json.loads(out)["decision"]["decision"] == "switch", out[-3000:]
+    result = json.loads(out)
+    # An earlier run may have finished it: one killed at a random moment after its switch but before it printed
+    # (or one that ended before its moment came). Then the rerun has nothing to do; the record below says switched.
+    assert result["rebuild"] is None or result["decision"]["decision"] == "switch", out[-3000:]
 
     # The new generation: four weeks, in date order, each row once.
     g2 = f"{runner.topic}.g2"
