@@ -3,8 +3,8 @@
 # folder unless KAFKA_BOOTSTRAP_SERVERS is set, so a broker left by `make run` is never touched.
 #
 # With no arguments the suite runs as two pytest sessions at once ("lanes"), each with its own broker, ports,
-# JUnit file and report: most of the long tests wait (on Airflow's scheduler, retry delays, brokers starting and
-# being killed, a process's start-up), so two lanes on two cores finish in about half the wall time of one.
+# JUnit file and report. One session used about 1.5 of the 2 cores (its long tests wait on Airflow's scheduler,
+# retry delays, brokers starting and being killed); two at once keep both busy: 57.5 min became 33 min here.
 # Lane 2 is the fault-injection suite and the Airflow end-to-end modules listed below; lane 1 is the rest.
 # Lane 1 prints as it runs; lane 2's output follows it (also in test-artifacts/lane2.log). The run fails if
 # either lane fails. With arguments (`make test PYTEST_ARGS=...`), or TEST_LANES=1, one session runs them.
@@ -18,8 +18,8 @@ if [ "$#" -gt 0 ] || [ "${TEST_LANES:-2}" = 1 ]; then
     exec python -m pytest tests "${common[@]}" --junitxml=test-artifacts/junit.xml "$@"
 fi
 
-# Lane 2: about half of the suite's time (one session, `--durations=0`: the faults 18 min, these three 12 min; two
-# lanes at once: lane 1 38.7 min, lane 2 33.4 min without test_lifecycle.py, 3 min in lane 1).
+# Lane 2: about half of the suite's time (one session, `--durations=0`: the faults 18 min, these three 14 min).
+# Two lanes at once, fresh clone: lane 1 32.9 min, lane 2 31.1 min.
 LANE2=(
     tests/faults
     tests/integration/test_backfill_e2e.py
