@@ -16,7 +16,8 @@ import pytest
 from sqlalchemy import select
 
 from include.history import db
-from include.demo.main_job import INGEST_DAG, TRAIN_DAG, accuracy_table, backfill, ensure_demo_data, list_runs, wait_until_idle
+from include.demo.main_job import (INGEST_DAG, TRAIN_DAG, _api_runs, _cli_runs, accuracy_table, backfill, ensure_demo_data,
+                                   list_runs, wait_until_idle)
 from include.settings import settings_from_env
 from tests.support import PROJECT, read_topic, unique
 
@@ -89,6 +90,11 @@ def test_backfill_three_weeks_then_reprocess_a_week_changes_nothing(standalone, 
         per_week[(day - START).days // 7] = per_week.get((day - START).days // 7, 0) + 1
     assert per_week == {0: 168, 1: 168, 2: 168}
     assert all(r["state"] == "success" for r in list_runs(INGEST_DAG) + list_runs(TRAIN_DAG))
+    # The waits asked the REST API (not a CLI process per poll), and it lists what the CLI lists.
+    for dag_id in (INGEST_DAG, TRAIN_DAG):
+        api, cli = _api_runs(dag_id), _cli_runs(dag_id)
+        assert api is not None, "the REST API could not be asked"
+        assert sorted((r["run_id"], r["state"]) for r in api) == sorted((r["run_id"], r["state"]) for r in cli)
     print(accuracy_table(settings, ceiling=False))
 
     # Reprocess week 2 (completed runs are run again): nothing is ingested or trained twice.
