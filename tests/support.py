@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+import threading
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 from include.demo.reference import BLOG_FILE, BLOG_ROWS  # noqa: F401 - re-exported for the tests
 
@@ -237,6 +239,36 @@ class TrainerProcess:
         rc, summary, err = self.run(*args)
         assert rc == 0, err[-4000:]
         return summary
+
+    def kill_after_plan(self, *args: str, delay: Callable[[int], float], timeout: float = 600) -> tuple[int, str]:
+        """Start a run and SIGKILL it ``delay(available)`` seconds after it logged its plan (``... (N records
+        available)``), so that the moment is taken within the run's own work, whatever the machine's load; returns the
+        exit code (0: it finished first) and its standard error."""
+        proc = self.start(*args)
+        lines: list[str] = []
+        available: list[int] = []
+        planned = threading.Event()
+
+        def drain() -> None:
+            for line in proc.stderr:
+                lines.append(line)
+                found = re.search(r"\((\d+) records available\)", line)
+                if found and not available:
+                    available.append(int(found.group(1)))
+                    planned.set()
+            planned.set()  # the end of its output: it exited before planning
+
+        reader = threading.Thread(target=drain, daemon=True)
+        reader.start()
+        planned.wait(timeout)
+        try:
+            proc.wait(timeout=delay(available[0]) if available else timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        proc.stdout.read()
+        proc.wait()
+        reader.join(30)
+        return proc.returncode, "".join(lines)
 
 
 class Runner(TrainerProcess):

@@ -231,7 +231,12 @@ def test_multi_partition_training_killed_at_random_points_and_resumed_gives_the_
     assert data.exact and len(data.offsets) == 3, data
 
     whole_env = env_for(tmp_path / "whole", cluster.bootstrap, topic)
-    TrainerProcess(whole_env).ok(*trainer_args())
+    timed = TrainerProcess(whole_env).ok(*trainer_args())["timings"]
+    # a moment is drawn from the plan's log line to 60 % of the way through the records left (at the uninterrupted
+    # run's speed): a run killed there has made some progress or none, and never finished first
+    start_up = timed["TensorFlow and the model"] + timed["compile"]
+    per_record = sum(timed.get(stage, 0.0) for stage in ("wait for reading", "decode", "train", "durability")) / (
+        data.in_topic)
     killed_env = env_for(tmp_path / "killed", cluster.bootstrap, topic)
     trainer = TrainerProcess(killed_env)
     rng = random.Random(15)
@@ -242,15 +247,10 @@ def test_multi_partition_training_killed_at_random_points_and_resumed_gives_the_
         if k % 2 == 0:  # at a fault point: the n-th time the stage is passed (a checkpoint every 2 mini-batches)
             fault = f"{rng.choice(stages)}:{rng.randint(1, 12)}"
             rc, _summary, err = trainer.run(*trainer_args(), fault=fault)
-        else:  # at a moment: from the import of TensorFlow to the last checkpoint
-            fault = f"{rng.uniform(2.0, 14.0):.1f} s"
-            proc = trainer.start(*trainer_args())
-            try:
-                proc.communicate(timeout=float(fault.split()[0]))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-            _out, err = proc.communicate()
-            rc = proc.returncode
+        else:  # at a moment: from the import of TensorFlow to 60 % of the records left
+            moment = Moment(rng.random() * start_up, rng.random() * 0.6 * per_record)
+            rc, err = trainer.kill_after_plan(*trainer_args(), delay=moment.after)
+            fault = str(moment)
         assert rc in (-9, 0), f"{fault}: rc {rc}:\n{err[-3000:]}"
         if rc == 0:
             break  # finished before the kill: nothing left to interrupt
@@ -274,6 +274,22 @@ def test_multi_partition_training_killed_at_random_points_and_resumed_gives_the_
     assert final.exact and final.n_sum == data.in_topic, final
     assert same_history and same_weights
     check_history(killed_env)
+
+
+@dataclass
+class Moment:
+    """A kill ``start_up`` seconds plus ``per_record`` for each record left after a run logged its plan."""
+
+    start_up: float
+    per_record: float
+    seconds: float | None = None
+
+    def after(self, left: int) -> float:
+        self.seconds = self.start_up + self.per_record * left
+        return self.seconds
+
+    def __str__(self) -> str:
+        return "before the plan" if self.seconds is None else f"{self.seconds:.1f} s after the plan"
 
 
 def durable_state_of_partitions(env, offsets) -> list[str]:
