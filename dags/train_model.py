@@ -68,7 +68,7 @@ ALERT_NOTIFIERS = [EmailDigestNotifier()]
                                     description="make progress durable (checkpoint, history, offsets) at least this "
                                                 "often; a retry resumes from there"),
         "model_name": Param("default", type="string", pattern="^[A-Za-z0-9_.-]{1,64}$"),
-        "drift": Param("none", enum=["none", "shrink", "retrain"],
+        "drift": Param("shrink", enum=["none", "shrink", "retrain"],
                        description="reaction to a detected drift (detection always runs and is recorded)"),
         "drift_detector": Param("ewma", enum=["ewma", "page_hinkley"],
                                 description="what watches the prequential error for drift"),

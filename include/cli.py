@@ -157,7 +157,7 @@ def train(
     checkpoint_every_s: Annotated[float, typer.Option(min=0, help="checkpoint at least this often")] = 60.0,
     stream_timeout_s: Annotated[Optional[float], typer.Option(help="stop after this long without a message")] = None,
     chunk_batches: Annotated[int, typer.Option(min=1, help="mini-batches per compiled call")] = 64,
-    drift: Annotated[DriftReaction, typer.Option(help="reaction to a detected drift (detection always runs)")] = DriftReaction.none,
+    drift: Annotated[DriftReaction, typer.Option(help="reaction to a detected drift (detection always runs)")] = DriftReaction.shrink,
     drift_detector: Annotated[DriftDetector, typer.Option(help="what watches the prequential error")] = DriftDetector.ewma,
     register: Annotated[bool, typer.Option(help="end the run with a new model version (for the promotion gate)")] = True,
     db_url: DbUrlOpt = None,

@@ -13,6 +13,7 @@ Never reads Kafka or writes the database: the trainer records the detections as 
 
 from __future__ import annotations
 
+import copy
 import math
 from collections import deque
 from dataclasses import asdict, dataclass, fields
@@ -45,7 +46,7 @@ class DriftConfig:
             is measured over up to a quarter as many mini-batches just before the change.
     """
 
-    reaction: str = "none"
+    reaction: str = "shrink"
     detector: str = "ewma"
     lr_factor: float = 3.0
     lr_batches: int = 20
@@ -114,12 +115,7 @@ class DriftMonitor:
         if state:
             if int(state.get("version", -1)) != _STATE_VERSION:
                 raise ValueError(f"unsupported drift state version {state.get('version')!r}")
-            if state["detector"]["name"] == self.config.detector:
-                self.detector = detector_from_dict(state["detector"])
-                self.recent.extend((float(a), int(n)) for a, n in state["recent"])
-            self.boost_left = int(state["boost_left"])
-            self.base_lr = None if state["base_lr"] is None else float(state["base_lr"])
-            self.detections = int(state["detections"])
+            self._restore(state, detector=state["detector"]["name"] == self.config.detector)
 
     def to_dict(self) -> dict[str, Any]:
         """Everything needed to continue exactly (JSON-able)."""
@@ -132,34 +128,73 @@ class DriftMonitor:
                 sizes: Sequence[int] | None = None) -> tuple[list[Any], list[Detection]]:
         """Train ``learner`` on consecutive mini-batches (as :meth:`IncrementalLearner.process`) and watch them.
 
-        Without a reaction the learner gets all mini-batches in one call (its speed is untouched) and the detector
-        reads their metrics afterwards; with one, the learner gets one mini-batch per call, so a reaction applies
-        from the next mini-batch on.
+        Without a reaction the learner gets all mini-batches in one call and the detector reads their metrics
+        afterwards. With one, a reaction applies from the mini-batch after the detection on, as if the learner had
+        been given one mini-batch per call, at the speed of one call: the learner (weights, optimizer, buffers) and
+        this monitor are snapshotted, all mini-batches are trained at once, and if the detector fires on one of them
+        both are put back and trained again up to that mini-batch only (the learner gives the same result however
+        its calls are cut), the reaction applied, and the rest goes on the same way. While a learning-rate boost
+        counts down, mini-batches go one per call.
 
         Returns:
             The learner's metrics (one per mini-batch) and the detections, in order.
         """
         sizes = split_sizes(len(y), learner.config.batch_messages, sizes)
+        starts = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+        metrics: list[Any] = []
         detections: list[Detection] = []
-        if self.config.reaction == "none":
-            metrics = learner.process(x, y, sizes)
-            for i, m in enumerate(metrics):
-                det = self.observe(m, i)
-                if det is not None:
-                    detections.append(det)
-            return metrics, detections
-        metrics = []
-        row = 0
-        for i, s in enumerate(sizes):
-            (m,) = learner.process(x[row:row + s], y[row:row + s], [s])
-            row += s
-            metrics.append(m)
-            self._count_down(learner)
-            det = self.observe(m, i)
-            if det is not None:
-                self.react(learner, det)
-                detections.append(det)
+
+        def train(i: int, j: int) -> list[Any]:  # mini-batches i..j-1
+            return learner.process(x[starts[i]:starts[j]], y[starts[i]:starts[j]], sizes[i:j])
+
+        i = 0
+        while i < len(sizes):
+            if self.boost_left > 0:  # a boost counts down mini-batch by mini-batch
+                (m,) = train(i, i + 1)
+                metrics.append(m)
+                self._count_down(learner)
+                self._watch(learner, m, i, detections)
+                i += 1
+                continue
+            if self.config.reaction == "none":
+                for k, m in enumerate(train(i, len(sizes))):
+                    metrics.append(m)
+                    self._watch(learner, m, i + k, detections)
+                break
+            saved = learner.snapshot(), self._snapshot()
+            ms = train(i, len(sizes))
+            hit = next((k for k, m in enumerate(ms) if self.observe(m, i + k) is not None), None)
+            if hit is None:
+                metrics += ms
+                break
+            # The detector fired after mini-batch i + hit: put both back, train up to it, react, go on after it.
+            learner.restore(saved[0])
+            self._restore(saved[1])
+            for k, m in enumerate(train(i, i + hit + 1)):
+                metrics.append(m)
+                self._watch(learner, m, i + k, detections)
+            i += hit + 1
         return metrics, detections
+
+    def _watch(self, learner: Any, m: Any, index: int, detections: list[Detection]) -> None:
+        """Feed one mini-batch's metrics; on a detection, react and record it."""
+        det = self.observe(m, index)
+        if det is not None:
+            self.react(learner, det)
+            detections.append(det)
+
+    def _snapshot(self) -> dict[str, Any]:
+        return copy.deepcopy(self.to_dict())
+
+    def _restore(self, state: dict[str, Any], detector: bool = True) -> None:
+        """Take :meth:`to_dict`'s state; ``detector=False`` keeps this monitor's own (fresh) detector."""
+        if detector:
+            self.detector = detector_from_dict(state["detector"])
+            self.recent.clear()
+            self.recent.extend((float(a), int(n)) for a, n in state["recent"])
+        self.boost_left = int(state["boost_left"])
+        self.base_lr = None if state["base_lr"] is None else float(state["base_lr"])
+        self.detections = int(state["detections"])
 
     def observe(self, m: Any, index: int = 0) -> Detection | None:
         """Feed one mini-batch's metrics; a :class:`Detection` if the detector fired (it is then reset)."""

@@ -141,6 +141,21 @@ class IncrementalLearner:
         self.batches_seen = int(state["batches_seen"])
         self.rows_seen = int(state["rows_seen"])
 
+    def snapshot(self) -> tuple[list[np.ndarray], list[np.ndarray], dict[str, Any]]:
+        """A copy of everything :meth:`process` changes (weights, optimizer variables, :meth:`get_state`), for
+        :meth:`restore`: a caller can train ahead and come back."""
+        return ([np.array(v.numpy()) for v in self.model.weights],
+                [np.array(v.numpy()) for v in self.optimizer.variables], self.get_state())
+
+    def restore(self, snap: tuple[list[np.ndarray], list[np.ndarray], dict[str, Any]]) -> None:
+        """Put back a :meth:`snapshot`."""
+        weights, optimizer, state = snap
+        for var, value in zip(self.model.weights, weights):
+            var.assign(value)
+        for var, value in zip(self.optimizer.variables, optimizer):
+            var.assign(value)
+        self.set_state(state)
+
     def window(self) -> tuple[np.ndarray, np.ndarray]:
         """The held-out window's rows, oldest first."""
         count, pos = int(self._win_count.numpy()), int(self._win_pos.numpy())

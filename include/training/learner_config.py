@@ -64,7 +64,7 @@ class LearnerConfig:
     window_size: int = 1000
     mode: str = "single_pass"
     replay_buffer: int = 4000
-    replay_steps: int = 128
+    replay_steps: int = 64
     replay_plain_pass: bool = True
     seed: int = 0
     learning_rate: float | None = None

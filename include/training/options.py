@@ -55,7 +55,7 @@ class TrainOptions:
     replay_steps: int | None = None
     keep_checkpoints: int = 3
     seed: int = 0
-    drift: str = "none"  # reaction to a detected drift: none | shrink | retrain (detection always runs)
+    drift: str = "shrink"  # reaction to a detected drift: none | shrink | retrain (detection always runs)
     drift_detector: str = "ewma"  # ewma | page_hinkley (include.training.drift_detectors.DETECTORS)
     register: bool = True
     stop_offsets: dict[int, int] | None = None

@@ -43,7 +43,7 @@ def test_replay_mode_learns_both_weeks_and_detects_the_week_2_drift(tmp_path, ka
     first = events[0]
     detected_at = first.seq + next(b.n for b in batches if b.batch_key == first.batch_key)
     assert WEEK2 < detected_at <= WEEK2 + 500, f"drift detected after {detected_at - WEEK2} records of week 2"
-    assert first.detector == "ewma" and first.reaction == "none" and first.run_id == summary["run_id"]
+    assert first.detector == "ewma" and first.reaction == "shrink" and first.run_id == summary["run_id"]
     assert first.accuracy_before > 0.9 and first.accuracy_after < 0.7
     assert first.offsets == {"0": first.seq} and first.event_time is not None
 

@@ -14,7 +14,7 @@ from datetime import date  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from include.training.drift import DriftConfig, DriftMonitor  # noqa: E402
+from include.training.drift import Detection, DriftConfig, DriftMonitor  # noqa: E402
 from include.training.drift_detectors import DETECTORS, PageHinkley, detector_from_dict, make_detector  # noqa: E402
 
 
@@ -163,7 +163,7 @@ def test_monitor_reports_before_and_after_and_round_trips():
             dets.append(d1)
     assert len(dets) == 1
     det = dets[0]
-    assert 120 <= det.index <= 123 and det.detector == "ewma" and det.reaction == "none"
+    assert 120 <= det.index <= 123 and det.detector == "ewma" and det.reaction == "shrink"  # the default
     assert det.accuracy_before > 0.95 and det.accuracy_after < 0.7
     assert det.rows_since_change == 100 * det.batches_since_change
     assert mon.to_dict() == resumed.to_dict()
@@ -337,3 +337,42 @@ def test_generated_drift_is_detected_soon_after_the_rule_visibly_changes(tmp_pat
     assert len(dets) == 1, dets
     detected_after = (dets[0].index + 1) * 100  # rows read when the detector fired
     assert visible <= detected_after <= visible + 500, (visible, detected_after)
+
+
+@pytest.mark.parametrize("reaction", ["shrink", "retrain"])
+def test_a_reaction_in_one_call_is_the_same_as_mini_batch_by_mini_batch(blog_schema, reaction):
+    """One call trains ahead and comes back on a detection: metrics, detections, weights and state must be those of
+    a monitor given one mini-batch per call, and the learning rate boost must still count down."""
+    x1, y1 = rows(blog_schema, 6000)
+    x2, y2 = rows(blog_schema, 1500, flip=True, seed=1)
+    x, y = np.concatenate([x1, x2]), np.concatenate([y1, y2])
+    cfg = DriftConfig(reaction=reaction, lr_batches=5, min_keep_rows=100)
+
+    whole, whole_mon = small_learner(blog_schema), DriftMonitor(cfg)
+    metrics, dets = whole_mon.process(whole, x, y)
+    one, one_mon = small_learner(blog_schema), DriftMonitor(cfg)
+    one_metrics, one_dets = [], []
+    for start in range(0, len(y), 100):
+        m, d = one_mon.process(one, x[start:start + 100], y[start:start + 100])
+        one_metrics += m
+        one_dets += [Detection(**{**vars(det), "index": start // 100}) for det in d]
+    assert dets and [d.index for d in dets] == [d.index for d in one_dets] and dets == one_dets
+    assert np.array_equal(table(metrics), table(one_metrics), equal_nan=True)
+    assert all(np.array_equal(a, b) for a, b in zip(whole.model.get_weights(), one.model.get_weights()))
+    assert whole_mon.to_dict() == one_mon.to_dict()
+    assert whole.learning_rate() == pytest.approx(one.learning_rate())
+
+
+def test_snapshot_and_restore_put_the_learner_back_exactly(blog_schema):
+    learner = small_learner(blog_schema)
+    x, y = rows(blog_schema, 600)
+    learner.process(x[:300], y[:300])
+    snap = learner.snapshot()
+    first = learner.process(x[300:], y[300:])
+    learner.restore(snap)
+    again = learner.process(x[300:], y[300:])
+    assert np.array_equal(table(first), table(again), equal_nan=True)
+
+
+def table(metrics) -> np.ndarray:
+    return np.array([list(m.as_dict().values()) for m in metrics], dtype=np.float64)
