@@ -2,11 +2,12 @@
 
 :class:`DriftMonitor` runs the learner, feeds its prequential error to a detector of
 :mod:`include.training.drift_detectors`, turns a detection into a :class:`Detection` (accuracy before and after the
-estimated change, rows since it) and applies the configured reaction to the learner: ``none`` (record only),
-``shrink`` (keep only the post-change rows in the replay buffer and raise the learning rate for a while) or
+estimated change, rows since it) and applies the configured reaction to the learner: ``shrink`` (the default: keep
+only the post-change rows in the replay buffer and raise the learning rate for a while), ``none`` (record only) or
 ``retrain`` (re-initialise the model's weights and optimizer, keep only the post-change rows and rehearse them). With
-a reaction it runs the learner one mini-batch at a time, so the reaction takes effect at the very next mini-batch
-whatever the chunking. Its state (the detector's included) is JSON-able and travels in the checkpoint.
+a reaction the learner still trains a whole fetch per call; on a detection inside it the learner is put back and
+trained again up to the detecting mini-batch, so the reaction takes effect at the very next mini-batch whatever the
+chunking. Its state (the detector's included) is JSON-able and travels in the checkpoint.
 
 Never reads Kafka or writes the database: the trainer records the detections as ``drift_events`` rows.
 """
@@ -33,7 +34,7 @@ class DriftConfig:
     """What the trainer does about drift.
 
     Attributes:
-        reaction: ``none`` (detect and record only), ``shrink`` or ``retrain`` (see the module docstring).
+        reaction: ``shrink`` (the default), ``none`` (detect and record only) or ``retrain`` (see the module docstring).
         detector: ``ewma`` (:class:`include.training.drift_detectors.EwmaChart`, the default) or ``page_hinkley``,
             with its default parameters.
         lr_factor: ``shrink``: the learning rate is multiplied by this ...

@@ -35,7 +35,7 @@ class TrainOptions:
         replay_steps: Replay steps per mini-batch (replay mode, new models); None keeps the learner's default.
         keep_checkpoints: Complete checkpoint bundles kept on disk.
         seed: Seeds a new model's weights and the replay draws.
-        drift: Reaction to a detected drift: ``none`` | ``shrink`` | ``retrain`` (detection always runs).
+        drift: Reaction to a detected drift: ``shrink`` (default) | ``none`` | ``retrain`` (detection always runs).
         drift_detector: ``ewma`` | ``page_hinkley`` (:data:`include.training.drift_detectors.DETECTORS`).
         register: End a run that saved a checkpoint with a new model version (:mod:`include.training.versioning`),
             and first register the newest checkpoint if a killed registering run left it without one.
