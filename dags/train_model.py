@@ -40,6 +40,7 @@ from airflow.sdk import AssetOrTimeSchedule, CronDataIntervalTimetable, Param, d
 
 from include.assets import observations_asset
 from include.lifecycle.notifiers import EmailDigestNotifier
+from include.training.options import DEFAULT_DETECTOR, DEFAULT_DRIFT_REACTION, DETECTORS, DRIFT_REACTIONS
 
 #: Who hears about this DAG's alerts: Airflow notifiers (any BaseNotifier), each given the digest as
 #: ``alert_digest`` in its context. Recipients and SMTP connection default to RETRAIN_ALERT_EMAIL_TO and
@@ -68,9 +69,9 @@ ALERT_NOTIFIERS = [EmailDigestNotifier()]
                                     description="make progress durable (checkpoint, history, offsets) at least this "
                                                 "often; a retry resumes from there"),
         "model_name": Param("default", type="string", pattern="^[A-Za-z0-9_.-]{1,64}$"),
-        "drift": Param("shrink", enum=["none", "shrink", "retrain"],
+        "drift": Param(DEFAULT_DRIFT_REACTION, enum=list(DRIFT_REACTIONS),
                        description="reaction to a detected drift (detection always runs and is recorded)"),
-        "drift_detector": Param("ewma", enum=["ewma", "page_hinkley"],
+        "drift_detector": Param(DEFAULT_DETECTOR, enum=list(DETECTORS),
                                 description="what watches the prequential error for drift"),
     },
 )

@@ -20,6 +20,8 @@ from typing import Annotated, Any, Callable, Optional
 
 import typer
 
+from include.training.options import DEFAULT_DETECTOR, DEFAULT_DRIFT_REACTION, DETECTORS, DRIFT_REACTIONS
+
 app = typer.Typer(
     name="python -m include",
     help="Streaming model retraining on Airflow: ingest CSV into Kafka, train incrementally, report.",
@@ -39,8 +41,8 @@ def _choices(name: str, *values: str) -> type[Enum]:
 
 Mode = _choices("Mode", "replay", "single_pass")
 Reader = _choices("Reader", "confluent", "tfio")
-DriftReaction = _choices("DriftReaction", "none", "shrink", "retrain")
-DriftDetector = _choices("DriftDetector", "ewma", "page_hinkley")
+DriftReaction = _choices("DriftReaction", *DRIFT_REACTIONS)
+DriftDetector = _choices("DriftDetector", *DETECTORS)
 XAxis = _choices("XAxis", "records", "event_time")
 DemoStep = _choices("DemoStep", "prepare", "wait", "table", "scoring", "older")
 OutputFormat = _choices("OutputFormat", "csv", "jsonl")
@@ -157,8 +159,8 @@ def train(
     checkpoint_every_s: Annotated[float, typer.Option(min=0, help="checkpoint at least this often")] = 60.0,
     stream_timeout_s: Annotated[Optional[float], typer.Option(help="stop after this long without a message")] = None,
     chunk_batches: Annotated[int, typer.Option(min=1, help="mini-batches per compiled call")] = 64,
-    drift: Annotated[DriftReaction, typer.Option(help="reaction to a detected drift (detection always runs)")] = DriftReaction.shrink,
-    drift_detector: Annotated[DriftDetector, typer.Option(help="what watches the prequential error")] = DriftDetector.ewma,
+    drift: Annotated[DriftReaction, typer.Option(help="reaction to a detected drift (detection always runs)")] = DriftReaction(DEFAULT_DRIFT_REACTION),
+    drift_detector: Annotated[DriftDetector, typer.Option(help="what watches the prequential error")] = DriftDetector(DEFAULT_DETECTOR),
     register: Annotated[bool, typer.Option(help="end the run with a new model version (for the promotion gate)")] = True,
     db_url: DbUrlOpt = None,
 ) -> None:

@@ -31,6 +31,7 @@ from collections import deque
 from typing import Any, Sequence
 
 DETECTORS = ("ewma", "page_hinkley")
+DEFAULT_DETECTOR = "ewma"
 
 
 class EwmaChart:

@@ -12,6 +12,15 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterator
 
+from include.training.drift_detectors import DEFAULT_DETECTOR, DETECTORS
+
+#: What the trainer may do about a detected drift (:mod:`include.training.drift` applies them), and the default: the
+#: one home of both, read by the drift monitor, the command line and the training DAG's params.
+DRIFT_REACTIONS = ("none", "shrink", "retrain")
+DEFAULT_DRIFT_REACTION = "shrink"
+__all__ = ["DEFAULT_DETECTOR", "DEFAULT_DRIFT_REACTION", "DETECTORS", "DRIFT_REACTIONS", "TrainOptions", "TrainSummary",
+           "TrainerBusy"]
+
 
 class TrainerBusy(RuntimeError):
     """Another trainer holds the lock or advanced the checkpoint: this run changed nothing."""
@@ -55,8 +64,8 @@ class TrainOptions:
     replay_steps: int | None = None
     keep_checkpoints: int = 3
     seed: int = 0
-    drift: str = "shrink"  # reaction to a detected drift: none | shrink | retrain (detection always runs)
-    drift_detector: str = "ewma"  # ewma | page_hinkley (include.training.drift_detectors.DETECTORS)
+    drift: str = DEFAULT_DRIFT_REACTION  # one of DRIFT_REACTIONS (detection always runs)
+    drift_detector: str = DEFAULT_DETECTOR  # one of include.training.drift_detectors.DETECTORS
     register: bool = True
     stop_offsets: dict[int, int] | None = None
 
