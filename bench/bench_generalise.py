@@ -242,7 +242,7 @@ def _progress(key: str, res: dict) -> str:
     river = res.get("river") or {}
     parts = [f"{key} seed {res['seed']}: ours {' '.join(f'{w:.3f}' for w in ours['windows'])}",
              "ceiling " + (" ".join("n/a" if c is None else f"{c:.3f}" for c in res["ceiling"]) if res["ceiling"] else "-"),
-             f"detections {ours['detections']}", f"{ours['rps']:,.0f} rec/s"]
+             f"detections {list(zip(ours['detections'], ours['reactions']))}", f"{ours['rps']:,.0f} rec/s"]
     parts += [f"{n} {' '.join(f'{w:.3f}' for w in r['windows'])} ({r['rps']:,.0f} rec/s)" for n, r in river.items()]
     return ", ".join(parts)
 

@@ -44,17 +44,19 @@ class OurLearner:
         self.used = True
         drift = resume_drift_monitor(self.options, {}, learner)
         chunk = self.settings.batch_messages * self.options.chunk_batches  # what ReadTrainLoop hands over at a time
-        metrics, detections = [], []
+        metrics, detections, reactions = [], [], []
         started = time.perf_counter()
         for start in range(0, len(y), chunk):
             m, dets = drift.process(learner, x[start:start + chunk], y[start:start + chunk])
             ends = start + np.cumsum([b.n for b in m])
             detections += [int(ends[d.index]) for d in dets]
+            reactions += [d.reaction for d in dets]
             metrics += m
         seconds = time.perf_counter() - started
         ends = np.cumsum([b.n for b in metrics])
         return {"windows": [_at(ends, [b.window_accuracy for b in metrics], e) for e in week_ends],
-                "detections": detections, "rps": len(y) / seconds, "seconds": seconds}
+                "detections": detections, "reactions": reactions, "rps": len(y) / seconds, "seconds": seconds,
+                "prequential": [b.prequential_accuracy for b in metrics], "ends": [int(e) for e in ends]}
 
 
 def _at(ends: np.ndarray, values: list[float], row: int) -> float:

@@ -22,10 +22,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from include.training.drift_detectors import DETECTORS, detector_from_dict, make_detector
+from include.training.drift_detectors import DEFAULT_DETECTOR, DETECTORS, detector_from_dict, make_detector
 from include.training.learner_config import split_sizes
-
-REACTIONS = ("none", "shrink", "retrain")
+from include.training.options import DEFAULT_DRIFT_REACTION, DRIFT_REACTIONS as REACTIONS
 _STATE_VERSION = 1
 
 
@@ -45,15 +44,35 @@ class DriftConfig:
             the re-initialisation, before the next mini-batch is predicted.
         history: Recent mini-batches remembered to measure the accuracy after a change; the accuracy before it
             is measured over up to a quarter as many mini-batches just before the change.
+        memory: Earlier concepts kept (``shrink``/``retrain``; 0: none). At each detection the model as it was just
+            before the change is stored; when a stored model predicts the newest mini-batches clearly better than
+            the live one, it is recalled (a ``recall`` event): a concept that returns is taken up again at once.
+        anchor_batches: The model is set aside every this many mini-batches (the last three are kept), so a
+            detection can store the model from before the change, not the one that already saw the new rows.
+        recall_batches: Outside a learning-rate boost, a recall compares the stored models with the live one over this many newest mini-batches ...
+        recall_margin: ... and recalls the best if it was right on this share of their rows more than the live one
+            ...
+        recall_tolerance: ... and at most this much less often than on its own concept when it was stored: it
+            explains the newest rows as well as it explained its own (a stored model that is merely less wrong than
+            a live one still learning a new concept is not recalled).
+        chunk_batches: With a reaction, mini-batches trained per call before the detector reads them: a detection
+            inside a call trains the call's mini-batches after it again, so shorter calls waste less on a drifting
+            stream, longer ones pay the per-call cost less often.
     """
 
-    reaction: str = "shrink"
-    detector: str = "ewma"
+    reaction: str = DEFAULT_DRIFT_REACTION
+    detector: str = DEFAULT_DETECTOR
     lr_factor: float = 3.0
     lr_batches: int = 20
     min_keep_rows: int = 400
     rehearse_batches: int = 4
     history: int = 64
+    memory: int = 3
+    anchor_batches: int = 25
+    recall_batches: int = 2
+    recall_margin: float = 0.1
+    recall_tolerance: float = 0.05
+    chunk_batches: int = 16
 
     def __post_init__(self) -> None:
         if self.reaction not in REACTIONS:
@@ -64,6 +83,10 @@ class DriftConfig:
             raise ValueError("lr_factor must be > 0; lr_batches, min_keep_rows and rehearse_batches >= 0")
         if self.history < 2:
             raise ValueError("history must be at least 2")
+        if self.memory < 0 or self.anchor_batches < 1 or self.recall_batches < 1 or self.chunk_batches < 1:
+            raise ValueError("memory must be >= 0; anchor_batches, recall_batches and chunk_batches >= 1")
+        if not 0.0 < self.recall_margin <= 1.0 or not 0.0 <= self.recall_tolerance <= 1.0:
+            raise ValueError("recall_margin must be within (0, 1], recall_tolerance within [0, 1]")
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -85,7 +108,10 @@ class Detection:
         rows_since_change: Their rows.
         accuracy_before: Prequential accuracy over up to ``history`` mini-batches before the change (row-weighted).
         accuracy_after: Prequential accuracy from the change to the detection.
-        reaction: What was done.
+        reaction: What was done: the configured reaction, or ``recall`` (detector ``memory``) when a stored model
+            took over; for a recall, ``accuracy_before`` is the live model's and ``accuracy_after`` the recalled
+            one's, over the same newest mini-batches.
+        memory_slot: The recalled memory entry (a recall only).
     """
 
     index: int
@@ -95,6 +121,7 @@ class Detection:
     accuracy_before: float | None
     accuracy_after: float | None
     reaction: str
+    memory_slot: int | None = None
 
 
 class DriftMonitor:
@@ -113,6 +140,9 @@ class DriftMonitor:
         self.boost_left = 0
         self.base_lr: float | None = None
         self.detections = 0
+        # The newest mini-batches' (live accuracy, rows, each memory entry's accuracy), for the recall test.
+        self.recall_window: deque[tuple[float, int, list[float]]] = deque(maxlen=self.config.recall_batches)
+        self._live_quality = 0.0  # set by a recall for its reaction
         if state:
             if int(state.get("version", -1)) != _STATE_VERSION:
                 raise ValueError(f"unsupported drift state version {state.get('version')!r}")
@@ -122,7 +152,7 @@ class DriftMonitor:
         """Everything needed to continue exactly (JSON-able)."""
         return {"version": _STATE_VERSION, "config": self.config.as_dict(), "detector": self.detector.to_dict(),
                 "recent": [[a, n] for a, n in self.recent], "boost_left": self.boost_left, "base_lr": self.base_lr,
-                "detections": self.detections}
+                "detections": self.detections, "recall_window": [[a, n, list(m)] for a, n, m in self.recall_window]}
 
     # -- the stream -------------------------------------------------------------------------------------
     def process(self, learner: Any, x: np.ndarray, y: np.ndarray,
@@ -131,58 +161,125 @@ class DriftMonitor:
 
         Without a reaction the learner gets all mini-batches in one call and the detector reads their metrics
         afterwards. With one, a reaction applies from the mini-batch after the detection on, as if the learner had
-        been given one mini-batch per call, at the speed of one call: the learner (weights, optimizer, buffers) and
-        this monitor are snapshotted, all mini-batches are trained at once, and if the detector fires on one of them
-        both are put back and trained again up to that mini-batch only (the learner gives the same result however
-        its calls are cut), the reaction applied, and the rest goes on the same way. While a learning-rate boost
-        counts down, mini-batches go one per call.
+        been given one mini-batch per call, at the speed of a few calls: the learner (weights, optimizer, buffers,
+        memory) and this monitor are snapshotted, up to ``chunk_batches`` mini-batches are trained at once (no further
+        than the end of a learning-rate boost), and if the detector or the recall test fires on one of them both are
+        put back and trained again up to that mini-batch only (the learner gives the same result however its calls
+        are cut), the reaction applied, and the rest goes on the same way. The model is set aside as an anchor after
+        every ``anchor_batches``-th mini-batch of its life, whatever the calls.
 
         Returns:
             The learner's metrics (one per mini-batch) and the detections, in order.
         """
+        cfg = self.config
         sizes = split_sizes(len(y), learner.config.batch_messages, sizes)
         starts = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
         metrics: list[Any] = []
         detections: list[Detection] = []
+        memory_on = cfg.reaction != "none" and cfg.memory > 0
 
-        def train(i: int, j: int) -> list[Any]:  # mini-batches i..j-1
-            return learner.process(x[starts[i]:starts[j]], y[starts[i]:starts[j]], sizes[i:j])
+        def train(i: int, j: int) -> list[Any]:  # mini-batches i..j-1, cut where an anchor is due
+            out: list[Any] = []
+            while i < j:
+                k = min(j, i + cfg.anchor_batches - learner.batches_seen % cfg.anchor_batches) if memory_on else j
+                out += learner.process(x[starts[i]:starts[k]], y[starts[i]:starts[k]], sizes[i:k])
+                if memory_on and learner.batches_seen % cfg.anchor_batches == 0:
+                    learner.take_anchor()
+                i = k
+            return out
 
+        def scores(i: int, j: int) -> np.ndarray | None:  # each memory entry's accuracy on mini-batches i..j-1
+            if not memory_on or learner.memory_size() == 0:
+                return None
+            return learner.memory_accuracy(x[starts[i]:starts[j]], y[starts[i]:starts[j]], sizes[i:j])
+
+        if cfg.reaction == "none":  # nothing is ever undone
+            for k, m in enumerate(train(0, len(sizes))):
+                metrics.append(m)
+                self._watch(learner, m, None, k, detections)
+            return metrics, detections
         i = 0
         while i < len(sizes):
-            if self.boost_left > 0:  # a boost counts down mini-batch by mini-batch
-                (m,) = train(i, i + 1)
-                metrics.append(m)
-                self._count_down(learner)
-                self._watch(learner, m, i, detections)
-                i += 1
-                continue
-            if self.config.reaction == "none":
-                for k, m in enumerate(train(i, len(sizes))):
-                    metrics.append(m)
-                    self._watch(learner, m, i + k, detections)
-                break
+            j = min(len(sizes), i + cfg.chunk_batches)
+            if self.boost_left > 0:
+                j = min(j, i + self.boost_left)  # the boost ends (the rate goes back) after a call, not inside one
+            memory = scores(i, j)
+            quality = learner.memory_quality() if memory is not None else []
             saved = learner.snapshot(), self._snapshot()
-            ms = train(i, len(sizes))
-            hit = next((k for k, m in enumerate(ms) if self.observe(m, i + k) is not None), None)
+            ms = train(i, j)
+            hit = None
+            for k, m in enumerate(ms):
+                self._count_down(learner)
+                if self._event(m, None if memory is None else memory[:, k], quality, i + k) is not None:
+                    hit = k
+                    break
             if hit is None:
                 metrics += ms
-                break
-            # The detector fired after mini-batch i + hit: put both back, train up to it, react, go on after it.
+                i = j
+                continue
+            # Mini-batch i + hit fired: put both back, train up to it, react, go on after it.
             learner.restore(saved[0])
             self._restore(saved[1])
             for k, m in enumerate(train(i, i + hit + 1)):
                 metrics.append(m)
-                self._watch(learner, m, i + k, detections)
+                self._count_down(learner)
+                self._watch(learner, m, None if memory is None else memory[:, k], i + k, detections)
             i += hit + 1
         return metrics, detections
 
-    def _watch(self, learner: Any, m: Any, index: int, detections: list[Detection]) -> None:
-        """Feed one mini-batch's metrics; on a detection, react and record it."""
-        det = self.observe(m, index)
+    def _watch(self, learner: Any, m: Any, memory: np.ndarray | None, index: int, detections: list[Detection]) -> None:
+        """Feed one mini-batch's metrics (and the memory entries' accuracies on it); on an event, react, record it."""
+        det = self._event(m, memory, learner.memory_quality() if memory is not None else [], index)
         if det is not None:
             self.react(learner, det)
             detections.append(det)
+
+    def _event(self, m: Any, memory: np.ndarray | None, quality: Sequence[float], index: int) -> Detection | None:
+        """A recall for this mini-batch, else the detector's detection, or None. A detection becomes a recall when a
+        stored model explains the mini-batches since the change; a recall resets the detector."""
+        acc = float(m.prequential_accuracy)
+        # Not while a boost runs: right after a detection the live model is still learning the new concept, and the
+        # rows may for a while be ones the old and the new concept agree on, which a stored model "explains".
+        if memory is not None and len(memory) and math.isfinite(acc) and m.n > 0 and self.boost_left == 0:
+            self.recall_window.append((acc, int(m.n), [float(v) for v in memory]))
+            if len(self.recall_window) >= self.config.recall_batches:
+                recall = self._recall(quality, index, None)
+                if recall is not None:
+                    return recall
+        det = self.observe(m, index)
+        if det is not None and det.reaction != "none" and self.recall_window:
+            return self._recall(quality, index, det) or det
+        return det
+
+    def _recall(self, quality: Sequence[float], index: int, det: Detection | None) -> Detection | None:
+        """A recall if a memory entry beat the live model by ``recall_margin`` over the recall window (after a
+        detection: its mini-batches since the change), within ``recall_tolerance`` of its ``quality``."""
+        cfg = self.config
+        window = list(self.recall_window)
+        if det is not None:
+            window = window[len(window) - min(len(window), det.batches_since_change):]
+        rows = sum(n for _, n, _ in window)
+        live = sum(a * n for a, n, _ in window) / rows
+        stored = [sum(ms[k] * n for _, n, ms in window) / rows for k in range(len(quality))]
+        fits = [k for k in range(len(quality)) if math.isfinite(stored[k]) and stored[k] - live >= cfg.recall_margin
+                and stored[k] >= quality[k] - cfg.recall_tolerance]
+        if not fits:
+            return None
+        best = max(fits, key=lambda k: stored[k])
+        self.recall_window.clear()
+        if det is not None:  # the detector already counted it and started afresh
+            self._live_quality = det.accuracy_before if det.accuracy_before is not None else live
+            return Detection(**{**vars(det), "accuracy_before": live, "accuracy_after": stored[best],
+                                "reaction": "recall", "memory_slot": best})
+        # The live concept's accuracy before the window (its quality when it is stored): the window's newest
+        # mini-batch is not in ``recent`` yet.
+        before = list(self.recent)[:len(self.recent) - len(window) + 1][-max(1, cfg.history // 4):]
+        self._live_quality = _weighted(before) or live
+        self.detector.reset()
+        self.recent.clear()
+        self.detections += 1
+        return Detection(index=index, detector="memory", batches_since_change=len(window), rows_since_change=rows,
+                         accuracy_before=live, accuracy_after=stored[best], reaction="recall", memory_slot=best)
 
     def _snapshot(self) -> dict[str, Any]:
         return copy.deepcopy(self.to_dict())
@@ -196,6 +293,8 @@ class DriftMonitor:
         self.boost_left = int(state["boost_left"])
         self.base_lr = None if state["base_lr"] is None else float(state["base_lr"])
         self.detections = int(state["detections"])
+        self.recall_window.clear()
+        self.recall_window.extend((float(a), int(n), [float(v) for v in m]) for a, n, m in state.get("recall_window", []))
 
     def observe(self, m: Any, index: int = 0) -> Detection | None:
         """Feed one mini-batch's metrics; a :class:`Detection` if the detector fired (it is then reset)."""
@@ -222,8 +321,19 @@ class DriftMonitor:
         cfg = self.config
         if cfg.reaction == "none":
             return
-        keep = max(cfg.min_keep_rows, learner.config.train_rows(learner.config.batch_messages) * det.batches_since_change)
-        learner.keep_recent_replay(keep)
+        self.recall_window.clear()  # the memory changes: its entries are other models from here on
+        change = learner.batches_seen - det.batches_since_change  # mini-batches the model had seen before the change
+        new_rows = learner.config.train_rows(learner.config.batch_messages) * det.batches_since_change
+        if det.reaction == "recall":
+            learner.recall(det.memory_slot, change, cfg.memory, self._live_quality)
+            learner.keep_recent_replay(new_rows)
+            if self.base_lr is not None:  # a recalled model needs no boost
+                learner.set_learning_rate(self.base_lr)
+            self.boost_left, self.base_lr = 0, None
+            return
+        if cfg.memory and det.accuracy_before is not None:
+            learner.remember(change, cfg.memory, det.accuracy_before)
+        learner.keep_recent_replay(max(cfg.min_keep_rows, new_rows))
         if cfg.reaction == "shrink":
             if self.base_lr is None:
                 self.base_lr = learner.learning_rate()

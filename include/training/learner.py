@@ -70,6 +70,10 @@ class IncrementalLearner:
         self._rng_counter = tf.Variable(0, dtype=tf.int64, trainable=False, name="rng_counter")
         self.batches_seen = 0
         self.rows_seen = 0
+        # Concept memory: (batches_seen when taken, weight vector) pairs; see :meth:`take_anchor` and :meth:`recall`.
+        self._anchors: list[tuple[int, np.ndarray]] = []
+        self._memory: list[tuple[int, np.ndarray, float]] = []  # and the accuracy of its concept
+        self._shadow: tuple[Any, Any] | None = None
         self._chunk_fn = tf.function(self._run_chunk, jit_compile=cfg.jit_compile, reduce_retracing=False)
 
     # --- public API ------------------------------------------------------------------------------------------
@@ -119,6 +123,9 @@ class IncrementalLearner:
             "replay_count": int(self._rep_count.numpy()),
             "replay_pos": int(self._rep_pos.numpy()),
             "rng_counter": int(self._rng_counter.numpy()),
+            "anchors": _stack([v for _, v in self._anchors]), "anchors_at": [at for at, _ in self._anchors],
+            "memory": _stack([v for _, v, _ in self._memory]), "memory_at": [at for at, _, _ in self._memory],
+            "memory_quality": [q for _, _, q in self._memory],
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
@@ -140,6 +147,19 @@ class IncrementalLearner:
         self._rng_counter.assign(int(state["rng_counter"]))
         self.batches_seen = int(state["batches_seen"])
         self.rows_seen = int(state["rows_seen"])
+        size = sum(int(np.prod(v.shape)) for v in self.model.weights)
+        loaded = {}
+        for name in ("anchors", "memory"):  # absent from checkpoints written before the memory existed
+            vectors = np.asarray(state.get(name, np.zeros((0, size))), np.float32).reshape(-1, size)
+            at = [int(a) for a in state.get(f"{name}_at", [])]
+            if len(at) != len(vectors):
+                raise ValueError(f"state {name} has {len(vectors)} weight vectors but {len(at)} positions")
+            loaded[name] = [(a, v.copy()) for a, v in zip(at, vectors)]
+        quality = [float(q) for q in state.get("memory_quality", [])]
+        if len(quality) != len(loaded["memory"]):
+            raise ValueError(f"state memory has {len(loaded['memory'])} entries but {len(quality)} qualities")
+        self._anchors[:] = loaded["anchors"]
+        self._memory[:] = [(a, v, q) for (a, v), q in zip(loaded["memory"], quality)]
 
     def snapshot(self) -> tuple[list[np.ndarray], list[np.ndarray], dict[str, Any]]:
         """A copy of everything :meth:`process` changes (weights, optimizer variables, :meth:`get_state`), for
@@ -168,6 +188,105 @@ class IncrementalLearner:
         size = int(self._rep_x.shape[0])
         order = (np.arange(count) + pos - count) % size
         return self._rep_x.numpy()[order], self._rep_y.numpy()[order]
+
+    # --- concept memory (include.training.drift): earlier model states, to recall when a concept returns -------------
+
+    def weights_vector(self) -> np.ndarray:
+        """The model's weights as one flat float32 vector (the order of ``model.weights``)."""
+        return np.concatenate([np.asarray(v.numpy(), np.float32).reshape(-1) for v in self.model.weights])
+
+    def take_anchor(self, keep: int = 3) -> None:
+        """Remember the model as it is now (after ``batches_seen`` mini-batches) as an anchor; the newest ``keep``
+        are kept. Anchors are what :meth:`remember` and :meth:`recall` store: states from before a change."""
+        self._anchors.append((self.batches_seen, self.weights_vector()))
+        del self._anchors[:-keep]
+
+    def remember(self, before_batch: int, slots: int, quality: float) -> bool:
+        """Store the newest anchor taken after at most ``before_batch`` mini-batches in the memory with ``quality``
+        (the accuracy its concept had), the oldest entry going when there are more than ``slots``; anchors up to it
+        are dropped (they are the concept just stored). False if there is no such anchor."""
+        anchor = self._pop_anchor(before_batch)
+        if anchor is None or slots <= 0:
+            return False
+        self._memory.append((anchor[0], anchor[1], float(quality)))
+        del self._memory[:-slots]
+        return True
+
+    def recall(self, slot: int, before_batch: int, slots: int, quality: float) -> None:
+        """Make memory entry ``slot`` the live model (its optimizer state zeroed, the learning rate kept); the live
+        concept's newest anchor from before the change (``before_batch``) takes its place in the memory, with
+        ``quality``."""
+        _, recalled, _ = self._memory.pop(slot)
+        live = self._pop_anchor(before_batch)
+        if live is not None and slots > 0:
+            self._memory.append((live[0], live[1], float(quality)))
+            del self._memory[:-slots]
+        self._set_weights_vector(recalled)
+
+    def memory_size(self) -> int:
+        return len(self._memory)
+
+    def memory_quality(self) -> list[float]:
+        """Each memory entry's accuracy when it was stored (on its own concept), oldest entry first."""
+        return [q for _, _, q in self._memory]
+
+    def memory_accuracy(self, x: np.ndarray, y: np.ndarray, sizes: Sequence[int]) -> np.ndarray:
+        """Each memory entry's accuracy on each mini-batch of ``x``, ``y`` (cut by ``sizes``): ``(entries, batches)``.
+
+        The entries do not train, so this is prequential whenever it is computed; NaN for an empty mini-batch."""
+        sizes = [int(s) for s in sizes]
+        out = np.full((len(self._memory), len(sizes)), np.nan)
+        if not self._memory or not sizes:
+            return out
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int)
+        labels = np.asarray(y, np.float32).reshape(-1) > 0.5
+        for k, (_, vector, _) in enumerate(self._memory):
+            shadow, predict = self._shadow_model()
+            self._assign_vector(shadow.weights, vector)
+            correct = (predict(np.asarray(x, np.float32)).numpy()[:, 0] > 0.5) == labels
+            hits = np.add.reduceat(correct.astype(np.float64), starts) if len(correct) else np.zeros(len(sizes))
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out[k] = np.where(np.asarray(sizes) > 0, hits / np.maximum(sizes, 1), np.nan)
+        return out
+
+    def _pop_anchor(self, before_batch: int) -> np.ndarray | None:
+        found = [k for k, (at, _) in enumerate(self._anchors) if at <= before_batch]
+        if not found:
+            return None
+        k = found[-1]
+        entry = self._anchors[k]
+        del self._anchors[:k + 1]
+        return entry
+
+    def _set_weights_vector(self, vector: np.ndarray) -> None:
+        self._assign_vector(self.model.weights, vector)
+
+    @staticmethod
+    def _assign_vector(variables: Sequence[Any], vector: np.ndarray) -> None:
+        at = 0
+        for var in variables:
+            size = int(np.prod(var.shape))
+            var.assign(np.asarray(vector[at:at + size], np.float32).reshape(tuple(var.shape)))
+            at += size
+        if at != len(vector):
+            raise ValueError(f"a weight vector of {len(vector)} values for a model of {at}")
+
+    def _shadow_model(self) -> tuple[Any, Any]:
+        """A copy of the model's architecture for scoring memory entries, made once, and its compiled forward pass."""
+        if self._shadow is None:
+            import keras
+            import tensorflow as tf
+
+            shadow = keras.models.clone_model(self.model)
+            predict = tf.function(lambda v: shadow(v, training=False),
+                                  input_signature=[tf.TensorSpec((None, self.width), tf.float32)])
+            self._shadow = (shadow, predict)
+        return self._shadow
+
+    def _zero_optimizer(self) -> None:
+        for var in self.optimizer.variables:
+            if var.name != "learning_rate":
+                var.assign(np.zeros(tuple(var.shape), dtype=var.dtype))
 
     # --- drift reactions (include.training.drift): all take effect from the next mini-batch on ------------------------
 
@@ -207,9 +326,7 @@ class IncrementalLearner:
             layer.kernel.assign(layer.kernel_initializer(tuple(layer.kernel.shape), dtype=layer.kernel.dtype))
             if getattr(layer, "bias", None) is not None:
                 layer.bias.assign(layer.bias_initializer(tuple(layer.bias.shape), dtype=layer.bias.dtype))
-        for var in self.optimizer.variables:
-            if var.name != "learning_rate":
-                var.assign(np.zeros(tuple(var.shape), dtype=var.dtype))
+        self._zero_optimizer()
 
     def compile(self) -> None:
         """Trace and XLA-compile the chunk now (a call on no mini-batch: nothing is trained, measured or drawn), so
@@ -406,6 +523,11 @@ class IncrementalLearner:
         new_y = tf.where(keep, ys, tf.gather(var_y, idx))
         var_x.scatter_nd_update(idx[:, None], new_x)
         var_y.scatter_nd_update(idx[:, None], new_y)
+
+
+def _stack(vectors: list[np.ndarray]) -> np.ndarray:
+    """Weight vectors as one ``(count, size)`` array (``(0, 0)`` when there are none)."""
+    return np.stack(vectors) if vectors else np.zeros((0, 0), np.float32)
 
 
 def _correct(pred, labels):  # noqa: ANN001, ANN202 - traced

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from include.history import db
 from include.settings import settings_from_env
-from tests.support import BLOG_ROWS, Runner, ingest_blog_file, unique
+from tests.support import BLOG_FILE, BLOG_ROWS, Runner, ingest_blog_file, unique
 
 pytestmark = pytest.mark.integration
 
@@ -65,6 +65,32 @@ def test_drift_state_survives_a_resume_in_the_middle_of_the_drift(tmp_path, kafk
     assert len(curve_a) == len(curve_b) == 112
     assert max(abs(p - q) for p, q in zip(curve_a, curve_b)) <= 0.002
     assert curve_a[-1] >= 0.95
+
+
+def test_week_1_returning_is_recalled_from_memory(tmp_path, kafka_bootstrap):
+    """The file, then its week 1 again: the model stored at the week-2 drift is recalled within 300 records of the
+    return (a ``recall`` event by the ``memory``), and predicts the returned week at once."""
+    from include.ingest.interval import ingest_files
+
+    again = tmp_path / "week1-again.csv"
+    again.write_bytes(b"".join(BLOG_FILE.read_bytes().splitlines(keepends=True)[:WEEK2]))
+    topic = unique("blog-recurring")
+    settings = settings_from_env({"RETRAIN_STATE_DIR": str(tmp_path / "ingest"), "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+                                  "RETRAIN_TOPIC": topic, "RETRAIN_SCHEMA": "blog_drift"})
+    assert ingest_files([BLOG_FILE, again], settings=settings).rows == ROWS + WEEK2
+    trainer = Runner(tmp_path, kafka_bootstrap, topic)
+    summary = trainer.ok()  # the defaults
+    assert summary["records"] == ROWS + WEEK2
+    batches = trainer.batches()
+    events = trainer.drift_events()
+    assert [e.reaction for e in events] == ["shrink", "recall"], [(e.seq, e.detector, e.reaction) for e in events]
+    recall = events[1]
+    recalled_at = recall.seq + next(b.n for b in batches if b.batch_key == recall.batch_key)
+    assert ROWS < recalled_at <= ROWS + 300, f"recalled {recalled_at - ROWS} records after the return"
+    assert recall.detector == "memory" and recall.accuracy_after >= recall.accuracy_before + 0.1
+    after = [b for b in batches if b.seq >= recalled_at][:10]
+    assert sum(b.prequential_accuracy * b.n for b in after) / sum(b.n for b in after) >= 0.9
+    assert batches[-1].window_accuracy >= 0.95  # the end: held-out rows of the returned week only
 
 
 def test_batch_baseline_records_a_run_of_its_kind(tmp_path, kafka_bootstrap, blog_topic):

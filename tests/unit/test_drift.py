@@ -376,3 +376,93 @@ def test_snapshot_and_restore_put_the_learner_back_exactly(blog_schema):
 
 def table(metrics) -> np.ndarray:
     return np.array([list(m.as_dict().values()) for m in metrics], dtype=np.float64)
+
+
+# --- concept memory ------------------------------------------------------------------------------------------------
+
+
+def recurring(schema, first=6000, second=4000, third=3000):
+    """Concept A, then its flip B, then A again (new rows each time)."""
+    parts = [rows(schema, first, seed=0), rows(schema, second, flip=True, seed=1), rows(schema, third, seed=2)]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), first + second
+
+
+def test_a_returning_concept_is_recalled_from_memory(blog_schema):
+    """The model stored at the first drift is recalled within two mini-batches of the return, and predicts the returned
+    concept at once; without memory the learner relearns it, slower."""
+    x, y, back = recurring(blog_schema)
+    runs = {}
+    for memory in (3, 0):
+        metrics, dets = DriftMonitor(DriftConfig(memory=memory, min_keep_rows=100)).process(
+            small_learner(blog_schema), x, y)
+        runs[memory] = metrics, dets
+    metrics, dets = runs[3]
+    assert [d.reaction for d in dets] == ["shrink", "recall"], dets
+    assert dets[0].index * 100 < back and back <= dets[1].index * 100 + 100 <= back + 200, dets
+    assert dets[1].detector == "memory" and dets[1].accuracy_after >= dets[1].accuracy_before + 0.1
+    after = [m.prequential_accuracy for m in metrics[dets[1].index + 1:dets[1].index + 11]]
+    assert np.mean(after) >= 0.9, after  # the recalled model, from the next mini-batch on
+    relearnt = [m.prequential_accuracy for m in runs[0][0][dets[1].index + 1:dets[1].index + 11]]
+    assert "recall" not in [d.reaction for d in runs[0][1]]
+    assert np.mean(after) >= np.mean(relearnt) + 0.1, (after, relearnt)
+
+
+def test_no_recall_without_a_stored_concept_or_a_return(blog_schema):
+    x1, y1 = rows(blog_schema, 6000)
+    x2, y2 = rows(blog_schema, 5000, flip=True, seed=1)  # A then B for good: the memory holds A, which never fits
+    _, dets = DriftMonitor().process(small_learner(blog_schema), np.concatenate([x1, x2]), np.concatenate([y1, y2]))
+    assert [d.reaction for d in dets] == ["shrink"], dets
+
+
+def test_memory_in_one_call_is_the_same_as_mini_batch_by_mini_batch_and_resumes_exactly(blog_schema):
+    """Anchors are taken at fixed mini-batch counts and the recall test reads the same mini-batches whatever the calls:
+    one call, one mini-batch per call, and a run resumed from a JSON/npz round trip give the same run."""
+    from include.training.checkpoint import _load_state, _state_bytes
+
+    x, y, back = recurring(blog_schema)
+    cfg = DriftConfig(min_keep_rows=100)
+    whole, whole_mon = small_learner(blog_schema), DriftMonitor(cfg)
+    metrics, dets = whole_mon.process(whole, x, y)
+    assert [d.reaction for d in dets] == ["shrink", "recall"], dets
+
+    one, one_mon = small_learner(blog_schema), DriftMonitor(cfg)
+    one_metrics, one_dets = [], []
+    cut = back - 1000  # a resume between the two events: the memory holds concept A
+    for start in range(0, len(y), 100):
+        if start == cut:
+            state = _load_state(_state_bytes(one.get_state()))
+            assert len(state["memory"]) == 1 and len(state["memory_quality"]) == 1
+            weights, opt = one.model.get_weights(), [np.asarray(v) for v in one.optimizer.variables]
+            one, one_mon = small_learner(blog_schema), DriftMonitor(cfg, json.loads(json.dumps(one_mon.to_dict())))
+            one.model.set_weights(weights)
+            for var, value in zip(one.optimizer.variables, opt):
+                var.assign(value)
+            one.set_state(state)
+            one_mon.attach(one)
+        m, d = one_mon.process(one, x[start:start + 100], y[start:start + 100])
+        one_metrics += m
+        one_dets += [Detection(**{**vars(det), "index": start // 100}) for det in d]
+    assert dets == one_dets
+    assert np.array_equal(table(metrics), table(one_metrics), equal_nan=True)
+    assert all(np.array_equal(a, b) for a, b in zip(whole.model.get_weights(), one.model.get_weights()))
+    assert whole_mon.to_dict() == one_mon.to_dict()
+    a, b = whole.get_state(), one.get_state()
+    assert a["memory_at"] == b["memory_at"] and np.array_equal(a["memory"], b["memory"])
+
+
+def test_learner_memory_state_round_trips_and_old_states_load(blog_schema):
+    learner = small_learner(blog_schema)
+    x, y = rows(blog_schema, 500)
+    learner.process(x, y)
+    learner.take_anchor()
+    assert learner.remember(learner.batches_seen, slots=2, quality=0.9)
+    state = learner.get_state()
+    assert state["memory"].shape == (1, learner.weights_vector().size) and state["memory_quality"] == [0.9]
+    other = small_learner(blog_schema)
+    other.set_state(state)
+    assert np.array_equal(other.get_state()["memory"], state["memory"])
+    acc = other.memory_accuracy(x, y, [100] * 5)
+    assert acc.shape == (1, 5) and np.allclose(acc, learner.memory_accuracy(x, y, [100] * 5))
+    old = {k: v for k, v in state.items() if not k.startswith(("memory", "anchors"))}  # a checkpoint from before
+    other.set_state(old)
+    assert other.memory_size() == 0
