@@ -81,6 +81,8 @@ SPECS = [
     Spec("gradual", "demo rule, gradual drift over 2 days from week 2", drift="gradual"),
     Spec("recurring", "demo rule, recurring: week 2 drifted, week 3 back to week 1", drift="recurring", weeks=3),
 ]
+BLOG_RECURRING = "the author's file, then its week 1 again (recurring), one per model seed"
+RECURRING = ("recurring", "blog_recurring")  # also run without concept memory: the relearning it is compared with
 
 
 @dataclass
@@ -118,8 +120,11 @@ def generated(spec: Spec, seed: int, work: Path, rows_per_day: int) -> Stream:
     return Stream(seed, lines, [int(e) for e in week_ends], bayes, changes)
 
 
-def blog_stream(seed: int) -> Stream:
+def blog_stream(seed: int, recurring: bool = False) -> Stream:
     lines = blog_rows(BLOG_FILE)  # line 5,601 has 13 fields and is left out: week 2 starts at record 5,600
+    if recurring:  # week 1's rows once more after week 2
+        return Stream(seed, lines + lines[:BLOG_WEEK], [BLOG_WEEK, len(lines), len(lines) + BLOG_WEEK], [None] * 3,
+                      [BLOG_WEEK, len(lines)])
     return Stream(seed, lines, [BLOG_WEEK, len(lines)], [None, None], [BLOG_WEEK])
 
 
@@ -132,8 +137,10 @@ def ceilings(schema, x: np.ndarray, y: np.ndarray, week_ends: list[int], epochs:
     return [found.get(w, {}).get("accuracy") for w in range(len(week_ends))]
 
 
-def run_stream(schema, stream: Stream, learner: OurLearner, river_on: bool, epochs: int | None) -> dict:
-    """Ours, the ceiling and River on one stream: the figures of one (family, seed)."""
+def run_stream(schema, stream: Stream, learner: OurLearner, river_on: bool, epochs: int | None,
+               relearn: bool = False) -> dict:
+    """Ours, the ceiling and River on one stream: the figures of one (family, seed); ``relearn``: ours again without
+    concept memory."""
     from include.training.decode import decode_batch, raw_layout
 
     decoded = decode_batch(schema, stream.lines)
@@ -141,7 +148,8 @@ def run_stream(schema, stream: Stream, learner: OurLearner, river_on: bool, epoc
         raise ValueError(f"{len(decoded.errors)} rows failed to decode, e.g. {decoded.errors[0]}")
     x, y = decoded.x, decoded.y
     ours = learner.run(x, y, stream.week_ends)
-    result = {"seed": stream.seed, "rows": len(y), "ours": ours, "bayes": stream.bayes, "changes": stream.changes,
+    result = {"relearn": learner.run(x, y, stream.week_ends, memory=0)} if relearn else {}
+    result |= {"seed": stream.seed, "rows": len(y), "ours": ours, "bayes": stream.bayes, "changes": stream.changes,
               "positives": float(y.mean()), "ceiling": ceilings(schema, x, y, stream.week_ends, epochs) if epochs else None}
     if river_on:
         names = [name for name, _, _ in raw_layout(schema)]
@@ -181,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--river-seeds", type=int, default=5, help="seeds of each generated family River also runs on (all of the author's file)")
     parser.add_argument("--rows-per-day", type=int, default=1200, help="rows a day (fewer shops report each hour)")
     parser.add_argument("--ceiling-epochs", type=int, default=20, help="0: no batch ceiling")
-    parser.add_argument("--families", default=",".join(s.key for s in SPECS) + ",blog")
+    parser.add_argument("--families", default=",".join(s.key for s in SPECS) + ",blog,blog_recurring")
     parser.add_argument("--bootstrap", default=get_settings().kafka_bootstrap_servers)
     parser.add_argument("--no-kafka", action="store_true", help="skip the end-to-end row through the broker")
     parser.add_argument("--out", type=Path, default=PROJECT / "bench" / "results" / "generalise.md")
@@ -209,25 +217,26 @@ def main(argv: list[str] | None = None) -> int:
                 "e2e": e2e, "partial": partial}
         return render(SPECS, results, meta)
 
-    if "blog" in wanted:
+    for key in [k for k in ("blog", "blog_recurring") if k in wanted]:
         blog = load_schema("blog_drift")
-        results["blog"] = []
+        results[key] = []
         for seed in range(args.seeds):
             # The author's file is the same for every seed (only the model's seed changes): one ceiling suffices.
             # River runs on every seed here: the file is small.
-            res = run_stream(blog, blog_stream(seed), learner_for(blog, seed), True,
-                             args.ceiling_epochs if seed == 0 else None)
+            res = run_stream(blog, blog_stream(seed, key == "blog_recurring"), learner_for(blog, seed), True,
+                             args.ceiling_epochs if seed == 0 else None, relearn=key in RECURRING)
             if seed:
-                res["ceiling"] = results["blog"][0]["ceiling"]
-            results["blog"].append(res)
-            print(_progress("blog", res), flush=True)
+                res["ceiling"] = results[key][0]["ceiling"]
+            results[key].append(res)
+            print(_progress(key, res), flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-generalise-") as work:
         drone = load_schema("drone")
         for spec in [s for s in SPECS if s.key in wanted]:
             results[spec.key] = []
             for seed in range(args.seeds):
                 stream = generated(spec, seed, Path(work), args.rows_per_day)
-                res = run_stream(drone, stream, learner_for(drone, seed), seed < args.river_seeds, args.ceiling_epochs)
+                res = run_stream(drone, stream, learner_for(drone, seed), seed < args.river_seeds, args.ceiling_epochs,
+                                 relearn=spec.key in RECURRING)
                 results[spec.key].append(res)
                 print(_progress(spec.key, res), flush=True)
             args.out.parent.mkdir(parents=True, exist_ok=True)

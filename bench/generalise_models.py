@@ -33,8 +33,11 @@ class OurLearner:
         self.fresh = self.learner.get_state()
         self.used = False
 
-    def run(self, x: np.ndarray, y: np.ndarray, week_ends: list[int]) -> dict:
-        """Train on the stream; window accuracy at each week's end, detections (rows read when each fired), records/s."""
+    def run(self, x: np.ndarray, y: np.ndarray, week_ends: list[int], memory: int | None = None) -> dict:
+        """Train on the stream; window accuracy at each week's end, detections (rows read when each fired) and their
+        reactions, records/s, each mini-batch's prequential accuracy and end row. ``memory``: the drift monitor's
+        concept memory slots instead of the default (0: none, the learner relearns a returning concept)."""
+        from include.training.drift import DriftConfig, DriftMonitor
         from include.training.resume import resume_drift_monitor
 
         learner = self.learner
@@ -43,6 +46,8 @@ class OurLearner:
             learner.set_state(self.fresh)
         self.used = True
         drift = resume_drift_monitor(self.options, {}, learner)
+        if memory is not None:
+            drift = DriftMonitor(DriftConfig(**{**drift.config.as_dict(), "memory": memory}))
         chunk = self.settings.batch_messages * self.options.chunk_batches  # what ReadTrainLoop hands over at a time
         metrics, detections, reactions = [], [], []
         started = time.perf_counter()

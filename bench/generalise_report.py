@@ -11,6 +11,8 @@ from bench.generalise_models import river_version
 WITHIN_CEILING = 0.015
 BLOG_TARGET = 0.97
 DETECT_WITHIN = 500
+RECALL_TARGET = 0.95  # the issue's point 4: after a return, this accuracy within RECALL_WITHIN records
+RECALL_WITHIN = 300
 RIVER = ("HAT", "ARF")
 
 
@@ -59,6 +61,8 @@ def _label(specs: list[Any], key: str) -> str:
     for s in specs:
         if s.key == key:
             return s.label
+    if key == "blog_recurring":
+        return "the author's file, then its week 1 again (recurring), one per model seed"
     return "the author's file (drift_2weeks_V2.csv), one per model seed"
 
 
@@ -129,7 +133,7 @@ def _targets(specs: list[Any], results: dict[str, list[dict]]) -> list[str]:
                      f"{[[round(w, 3) for w in r['ours']['windows']] for r in results['blog']]})")
     abrupt = [(key, r) for key, runs in results.items() for r in runs
               if next((s for s in specs if s.key == key and s.drift in ("abrupt", "recurring") and s.noise <= 0.05), None)
-              or key == "blog"]
+              or key in ("blog", "blog_recurring")]
     delays = [(key, d) for key, r in abrupt for d in drift_figures(r)["delays"]]
     late = [(k, d) for k, d in delays if d is None or d > DETECT_WITHIN]
     lines.append(f"- Abrupt drift detected within {DETECT_WITHIN} records of the first changed row (noise <= 5 %: the "
@@ -143,6 +147,63 @@ def _targets(specs: list[Any], results: dict[str, list[dict]]) -> list[str]:
                  f"({sum(stable.values())} over {len(stable)} families x seeds"
                  + (f": {', '.join(f'{k} {v}' for k, v in alarms.items())}" if alarms else "") + ")")
     lines += _versus_river(specs, results)
+    if "blog_recurring" in results:
+        figs = [(_return_figures(r["ours"], r["changes"][-1], RECALL_TARGET),
+                 _return_figures(r["relearn"], r["changes"][-1], RECALL_TARGET)) for r in results["blog_recurring"]]
+        met = all(m["good"] is not None and m["good"] <= RECALL_WITHIN for m, _ in figs)
+        lines.append(f"- Point 4, a returning concept (the author's week 1 again): >= {RECALL_TARGET} within "
+                     f"{RECALL_WITHIN} records of the return: {'met' if met else 'NOT met'}; predicted at that level "
+                     f"from +{', +'.join(_n(m['good']) for m, _ in figs)} records with the concept memory, from "
+                     f"+{', +'.join(_n(r['good']) for _, r in figs)} relearning without it (per seed)")
+    return lines
+
+
+def _n(v: int | None) -> str:
+    return "never" if v is None else f"{v:,}"
+
+
+def _return_figures(run: dict, back: int, target: float) -> dict:
+    """After the return at row ``back``: the first event (records after it, reaction), the records after it from
+    which the next three mini-batches are predicted at ``target`` or better on average ("good from"), and the
+    prequential accuracy of the mini-batches ending 300 to 1,300 records after it."""
+    ends, pre = run["ends"], run["prequential"]
+    event = next(((d - back, r) for d, r in zip(run["detections"], run["reactions"]) if d >= back), None)
+    span = [p for e, p in zip(ends, pre) if back + 300 < e <= back + 1300]
+    good = next((ends[k] - back for k in range(len(ends)) if ends[k] >= back and len(pre[k + 1:k + 4]) == 3
+                 and mean(pre[k + 1:k + 4]) >= target), None)
+    return {"event": event, "good": good, "acc": mean(span) if span else None}
+
+
+def _recurring(specs: list[Any], results: dict[str, list[dict]]) -> list[str]:
+    """Concept memory against relearning, per seed, on the families whose concept returns."""
+    keys = [k for k in results if results[k] and results[k][0].get("relearn")]
+    if not keys:
+        return []
+    lines = ["## Recurring concepts: the concept memory against relearning", "",
+             "The same stream twice per seed: with the default concept memory, and without it (`memory=0`: the return is "
+             "a drift like any other, and `shrink` relearns it). Return: the first row of the returned concept. Event: "
+             "the first detection after the return (records after it, reaction). Good from: records after the return "
+             "from which the next three mini-batches are predicted (before training on them) at the target or better "
+             f"on average; target {RECALL_TARGET} on the author's file, the returned week's batch ceiling less "
+             f"{WITHIN_CEILING * 100:.1f} points on generated data. Accuracy: prequential, the mini-batches ending 300 "
+             "to 1,300 records after the return.", ""]
+    for key in keys:
+        lines += [f"### {_label(specs, key)}", "",
+                  "| seed | return at row | target | memory: event | memory: good from | memory: accuracy | "
+                  "relearn: event | relearn: good from | relearn: accuracy |", "|---:|---:|---:|---|---:|---:|---|---:|---:|"]
+        for r in results[key]:
+            back = r["changes"][-1]
+            ceiling = (r.get("ceiling") or [None])[-1]
+            target = RECALL_TARGET if key == "blog_recurring" else (ceiling - WITHIN_CEILING if ceiling else None)
+            if target is None:
+                continue
+            cells = []
+            for run in (r["ours"], r["relearn"]):
+                f = _return_figures(run, back, target)
+                ev = "none" if f["event"] is None else f"+{f['event'][0]:,} ({f['event'][1]})"
+                cells += [ev, "never" if f["good"] is None else f"+{f['good']:,}", _f(f["acc"])]
+            lines.append(f"| {r['seed']} | {back:,} | {target:.3f} | " + " | ".join(cells) + " |")
+        lines.append("")
     return lines
 
 
@@ -206,7 +267,7 @@ def render(specs: list[Any], results: dict[str, list[dict]], meta: dict) -> str:
         *_summary(specs, results),
         "",
     ]
-    lines += _targets(specs, results) + ["", "## Per family", ""]
+    lines += _targets(specs, results) + [""] + _recurring(specs, results) + ["## Per family", ""]
     for key, runs in results.items():
         lines += _family_table(specs, key, runs)
     e2e = meta.get("e2e")

@@ -5,9 +5,16 @@
 estimated change, rows since it) and applies the configured reaction to the learner: ``shrink`` (the default: keep
 only the post-change rows in the replay buffer and raise the learning rate for a while), ``none`` (record only) or
 ``retrain`` (re-initialise the model's weights and optimizer, keep only the post-change rows and rehearse them). With
-a reaction the learner still trains a whole fetch per call; on a detection inside it the learner is put back and
-trained again up to the detecting mini-batch, so the reaction takes effect at the very next mini-batch whatever the
-chunking. Its state (the detector's included) is JSON-able and travels in the checkpoint.
+a reaction the learner trains up to ``chunk_batches`` mini-batches per call; on a detection inside it the learner is
+put back and trained again up to the detecting mini-batch, so the reaction takes effect at the very next mini-batch
+whatever the chunking. Its state (the detector's included) is JSON-able and travels in the checkpoint.
+
+The concept memory (with a reaction): at each detection the model as it was before the change (an *anchor*, set
+aside every ``anchor_batches`` mini-batches) is stored, with the accuracy it had; each mini-batch is also predicted
+by the stored models, and when one of them was right clearly more often than the live model over the newest
+mini-batches and as often as on its own concept, it becomes the live model (a ``recall``, recorded like a drift): a
+rule that comes back is taken up again in a couple of mini-batches instead of being relearnt. The stored weights are
+the learner's (:meth:`IncrementalLearner.remember`), saved with its state.
 
 Never reads Kafka or writes the database: the trainer records the detections as ``drift_events`` rows.
 """
@@ -52,9 +59,10 @@ class DriftConfig:
         recall_batches: Outside a learning-rate boost, a recall compares the stored models with the live one over this many newest mini-batches ...
         recall_margin: ... and recalls the best if it was right on this share of their rows more than the live one
             ...
-        recall_tolerance: ... and at most this much less often than on its own concept when it was stored: it
-            explains the newest rows as well as it explained its own (a stored model that is merely less wrong than
-            a live one still learning a new concept is not recalled).
+        recall_tolerance: ... and at most this much less often than on its own concept (its accuracy on the
+            held-out window's rows from before the change, measured when it was stored): it explains the newest rows
+            as well as it explained its own (a stored model that is merely less wrong than a live one still learning
+            a new concept is not recalled).
         chunk_batches: With a reaction, mini-batches trained per call before the detector reads them: a detection
             inside a call trains the call's mini-batches after it again, so shorter calls waste less on a drifting
             stream, longer ones pay the per-call cost less often.
@@ -68,7 +76,7 @@ class DriftConfig:
     rehearse_batches: int = 4
     history: int = 64
     memory: int = 3
-    anchor_batches: int = 25
+    anchor_batches: int = 32
     recall_batches: int = 2
     recall_margin: float = 0.1
     recall_tolerance: float = 0.05
@@ -142,7 +150,6 @@ class DriftMonitor:
         self.detections = 0
         # The newest mini-batches' (live accuracy, rows, each memory entry's accuracy), for the recall test.
         self.recall_window: deque[tuple[float, int, list[float]]] = deque(maxlen=self.config.recall_batches)
-        self._live_quality = 0.0  # set by a recall for its reaction
         if state:
             if int(state.get("version", -1)) != _STATE_VERSION:
                 raise ValueError(f"unsupported drift state version {state.get('version')!r}")
@@ -200,10 +207,12 @@ class DriftMonitor:
             return metrics, detections
         i = 0
         while i < len(sizes):
-            j = min(len(sizes), i + cfg.chunk_batches)
+            # Calls end at multiples of chunk_batches in the model's life, so anchors (at multiples of anchor_batches)
+            # cut no call of their own when one divides the other.
+            j = min(len(sizes), i + cfg.chunk_batches - learner.batches_seen % cfg.chunk_batches)
             if self.boost_left > 0:
                 j = min(j, i + self.boost_left)  # the boost ends (the rate goes back) after a call, not inside one
-            memory = scores(i, j)
+            memory = scores(i, j) if self.boost_left == 0 else None  # no recall while a boost runs (see _event)
             quality = learner.memory_quality() if memory is not None else []
             saved = learner.snapshot(), self._snapshot()
             ms = train(i, j)
@@ -268,13 +277,8 @@ class DriftMonitor:
         best = max(fits, key=lambda k: stored[k])
         self.recall_window.clear()
         if det is not None:  # the detector already counted it and started afresh
-            self._live_quality = det.accuracy_before if det.accuracy_before is not None else live
             return Detection(**{**vars(det), "accuracy_before": live, "accuracy_after": stored[best],
                                 "reaction": "recall", "memory_slot": best})
-        # The live concept's accuracy before the window (its quality when it is stored): the window's newest
-        # mini-batch is not in ``recent`` yet.
-        before = list(self.recent)[:len(self.recent) - len(window) + 1][-max(1, cfg.history // 4):]
-        self._live_quality = _weighted(before) or live
         self.detector.reset()
         self.recent.clear()
         self.detections += 1
@@ -324,15 +328,16 @@ class DriftMonitor:
         self.recall_window.clear()  # the memory changes: its entries are other models from here on
         change = learner.batches_seen - det.batches_since_change  # mini-batches the model had seen before the change
         new_rows = learner.config.train_rows(learner.config.batch_messages) * det.batches_since_change
+        eval_rows = learner.config.eval_rows(learner.config.batch_messages)
         if det.reaction == "recall":
-            learner.recall(det.memory_slot, change, cfg.memory, self._live_quality)
+            learner.recall(det.memory_slot, change, cfg.memory, eval_rows * det.batches_since_change)
             learner.keep_recent_replay(new_rows)
             if self.base_lr is not None:  # a recalled model needs no boost
                 learner.set_learning_rate(self.base_lr)
             self.boost_left, self.base_lr = 0, None
             return
-        if cfg.memory and det.accuracy_before is not None:
-            learner.remember(change, cfg.memory, det.accuracy_before)
+        if cfg.memory:
+            learner.remember(change, cfg.memory, eval_rows * det.batches_since_change)
         learner.keep_recent_replay(max(cfg.min_keep_rows, new_rows))
         if cfg.reaction == "shrink":
             if self.base_lr is None:

@@ -7,9 +7,9 @@ own Keras optimizer applied in the loop (so its state is the model's and is save
 TensorArrays. Python is paid once per chunk instead of several ``fit``/``evaluate`` calls per mini-batch; the
 reference loop that makes those calls is :class:`include.training.seed_loop.SeedLoop`.
 
-Owns the learner's state (window, replay buffer, RNG counter: :meth:`IncrementalLearner.get_state`) and the drift
-reactions it offers (forget old replay rows, change the learning rate, re-initialise the model), which
-:mod:`include.training.drift` calls. Never reads Kafka, never writes checkpoints, and imports TensorFlow only when a
+Owns the learner's state (window, replay buffer, RNG counter, the anchors and memory of earlier model states:
+:meth:`IncrementalLearner.get_state`) and the drift reactions it offers (forget old replay rows, change the learning
+rate, re-initialise the model, store and recall an earlier model), which :mod:`include.training.drift` calls. Never reads Kafka, never writes checkpoints, and imports TensorFlow only when a
 learner is made.
 """
 
@@ -73,7 +73,10 @@ class IncrementalLearner:
         # Concept memory: (batches_seen when taken, weight vector) pairs; see :meth:`take_anchor` and :meth:`recall`.
         self._anchors: list[tuple[int, np.ndarray]] = []
         self._memory: list[tuple[int, np.ndarray, float]] = []  # and the accuracy of its concept
-        self._shadow: tuple[Any, Any] | None = None
+        self._memory_fn: Any = None
+        self._backup_fns: tuple[Any, Any] | None = None  # snapshot(): copies of the variables, made on first use
+        self._backup_py: tuple[Any, ...] | None = None
+        self._snapshots = 0
         self._chunk_fn = tf.function(self._run_chunk, jit_compile=cfg.jit_compile, reduce_retracing=False)
 
     # --- public API ------------------------------------------------------------------------------------------
@@ -161,20 +164,38 @@ class IncrementalLearner:
         self._anchors[:] = loaded["anchors"]
         self._memory[:] = [(a, v, q) for (a, v), q in zip(loaded["memory"], quality)]
 
-    def snapshot(self) -> tuple[list[np.ndarray], list[np.ndarray], dict[str, Any]]:
-        """A copy of everything :meth:`process` changes (weights, optimizer variables, :meth:`get_state`), for
-        :meth:`restore`: a caller can train ahead and come back."""
-        return ([np.array(v.numpy()) for v in self.model.weights],
-                [np.array(v.numpy()) for v in self.optimizer.variables], self.get_state())
+    def snapshot(self) -> int:
+        """Set aside everything :meth:`process` changes (weights, optimizer variables, window, replay buffer, RNG
+        counter, counts, anchors and memory), for :meth:`restore`: a caller can train ahead and come back. The
+        variables are copied inside TensorFlow, in one call; one snapshot is kept (a new one replaces it)."""
+        if self._backup_fns is None:
+            import tensorflow as tf
 
-    def restore(self, snap: tuple[list[np.ndarray], list[np.ndarray], dict[str, Any]]) -> None:
-        """Put back a :meth:`snapshot`."""
-        weights, optimizer, state = snap
-        for var, value in zip(self.model.weights, weights):
-            var.assign(value)
-        for var, value in zip(self.optimizer.variables, optimizer):
-            var.assign(value)
-        self.set_state(state)
+            live = [*self.model.weights, *self.optimizer.variables, self._win_x, self._win_y, self._win_count,
+                    self._win_pos, self._rep_x, self._rep_y, self._rep_count, self._rep_pos, self._rng_counter]
+            backup = [tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False) for v in live]
+
+            def save() -> None:
+                for b, v in zip(backup, live):
+                    b.assign(v)
+
+            def load() -> None:
+                for b, v in zip(backup, live):
+                    v.assign(b)
+
+            self._backup_fns = (tf.function(save), tf.function(load))
+        self._backup_fns[0]()
+        self._snapshots += 1
+        self._backup_py = (self._snapshots, self.batches_seen, self.rows_seen, list(self._anchors), list(self._memory))
+        return self._snapshots
+
+    def restore(self, snap: int) -> None:
+        """Put back the :meth:`snapshot` that returned ``snap`` (it must be the newest)."""
+        if self._backup_py is None or self._backup_py[0] != snap:
+            raise ValueError("only the newest snapshot can be restored")
+        self._backup_fns[1]()
+        _, self.batches_seen, self.rows_seen, anchors, memory = self._backup_py
+        self._anchors[:], self._memory[:] = anchors, memory
 
     def window(self) -> tuple[np.ndarray, np.ndarray]:
         """The held-out window's rows, oldest first."""
@@ -201,25 +222,26 @@ class IncrementalLearner:
         self._anchors.append((self.batches_seen, self.weights_vector()))
         del self._anchors[:-keep]
 
-    def remember(self, before_batch: int, slots: int, quality: float) -> bool:
-        """Store the newest anchor taken after at most ``before_batch`` mini-batches in the memory with ``quality``
-        (the accuracy its concept had), the oldest entry going when there are more than ``slots``; anchors up to it
-        are dropped (they are the concept just stored). False if there is no such anchor."""
+    def remember(self, before_batch: int, slots: int, skip_rows: int) -> bool:
+        """Store the newest anchor taken after at most ``before_batch`` mini-batches in the memory (the oldest entry
+        goes when there are more than ``slots``), with its quality: its accuracy on the held-out window but its
+        newest ``skip_rows`` rows (those after the change), i.e. on its own concept. Anchors up to it are dropped
+        (they are the concept just stored). False if there is no such anchor."""
         anchor = self._pop_anchor(before_batch)
         if anchor is None or slots <= 0:
             return False
-        self._memory.append((anchor[0], anchor[1], float(quality)))
+        self._memory.append((anchor[0], anchor[1], self._window_accuracy_of(anchor[1], skip_rows)))
         del self._memory[:-slots]
         return True
 
-    def recall(self, slot: int, before_batch: int, slots: int, quality: float) -> None:
-        """Make memory entry ``slot`` the live model (its optimizer state zeroed, the learning rate kept); the live
-        concept's newest anchor from before the change (``before_batch``) takes its place in the memory, with
-        ``quality``."""
+    def recall(self, slot: int, before_batch: int, slots: int, skip_rows: int) -> None:
+        """Make memory entry ``slot`` the live model (weights only: the optimizer goes on with its state and learning
+        rate); the live concept's newest anchor from before the change (``before_batch``) takes its place in the
+        memory, its quality measured as :meth:`remember` does."""
         _, recalled, _ = self._memory.pop(slot)
         live = self._pop_anchor(before_batch)
         if live is not None and slots > 0:
-            self._memory.append((live[0], live[1], float(quality)))
+            self._memory.append((live[0], live[1], self._window_accuracy_of(live[1], skip_rows)))
             del self._memory[:-slots]
         self._set_weights_vector(recalled)
 
@@ -240,14 +262,24 @@ class IncrementalLearner:
             return out
         starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int)
         labels = np.asarray(y, np.float32).reshape(-1) > 0.5
-        for k, (_, vector, _) in enumerate(self._memory):
-            shadow, predict = self._shadow_model()
-            self._assign_vector(shadow.weights, vector)
-            correct = (predict(np.asarray(x, np.float32)).numpy()[:, 0] > 0.5) == labels
-            hits = np.add.reduceat(correct.astype(np.float64), starts) if len(correct) else np.zeros(len(sizes))
+        vectors = np.stack([v for _, v, _ in self._memory])
+        pred = self._memory_predict()(np.asarray(x, np.float32), vectors).numpy()  # (entries, rows)
+        correct = ((pred > 0.5) == labels[None, :]).astype(np.float64)
+        if correct.shape[1]:
+            hits = np.add.reduceat(correct, starts, axis=1)
             with np.errstate(invalid="ignore", divide="ignore"):
-                out[k] = np.where(np.asarray(sizes) > 0, hits / np.maximum(sizes, 1), np.nan)
+                out[:] = np.where(np.asarray(sizes) > 0, hits / np.maximum(sizes, 1), np.nan)
         return out
+
+    def _window_accuracy_of(self, vector: np.ndarray, skip_rows: int) -> float:
+        """The accuracy of the model ``vector`` on the held-out window without its newest ``skip_rows`` rows (NaN if
+        none are left)."""
+        x, y = self.window()
+        keep = max(0, len(y) - max(0, int(skip_rows)))
+        if keep == 0:
+            return float("nan")
+        pred = self._memory_predict()(x[:keep], vector[None, :]).numpy()[0]
+        return float(np.mean((pred > 0.5) == (y[:keep] > 0.5)))
 
     def _pop_anchor(self, before_batch: int) -> np.ndarray | None:
         found = [k for k, (at, _) in enumerate(self._anchors) if at <= before_batch]
@@ -271,17 +303,40 @@ class IncrementalLearner:
         if at != len(vector):
             raise ValueError(f"a weight vector of {len(vector)} values for a model of {at}")
 
-    def _shadow_model(self) -> tuple[Any, Any]:
-        """A copy of the model's architecture for scoring memory entries, made once, and its compiled forward pass."""
-        if self._shadow is None:
+    def _memory_predict(self) -> Any:
+        """A compiled forward pass of all memory entries at once: ``(rows, raw) x (entries, weights) -> (entries,
+        rows)`` probabilities. The weightless layers (the encoding) run once for all entries, then each entry's
+        Dense layers, batched over the entries, with weights sliced from its vector."""
+        if self._memory_fn is None:
             import keras
             import tensorflow as tf
 
-            shadow = keras.models.clone_model(self.model)
-            predict = tf.function(lambda v: shadow(v, training=False),
-                                  input_signature=[tf.TensorSpec((None, self.width), tf.float32)])
-            self._shadow = (shadow, predict)
-        return self._shadow
+            layers = [layer for layer in self.model.layers if not isinstance(layer, keras.layers.InputLayer)]
+            first = next((k for k, layer in enumerate(layers) if layer.weights), len(layers))
+            shared, dense = layers[:first], layers[first:]
+            if not all(isinstance(layer, keras.layers.Dense) for layer in dense):
+                raise ValueError("the concept memory scores a model of weightless layers followed by Dense layers")
+            shapes = [(tuple(layer.kernel.shape), layer.bias is not None) for layer in dense]
+
+            def predict(x, vectors):  # noqa: ANN001, ANN202 - traced
+                h = x
+                for layer in shared:
+                    h = layer(h)
+                h = tf.tile(h[None], [tf.shape(vectors)[0], 1, 1])  # (entries, rows, features)
+                at = 0
+                for layer, ((d_in, d_out), has_bias) in zip(dense, shapes):
+                    kernel = tf.reshape(vectors[:, at:at + d_in * d_out], (-1, d_in, d_out))
+                    at += d_in * d_out
+                    h = tf.einsum("knd,kde->kne", h, kernel)
+                    if has_bias:
+                        h += vectors[:, None, at:at + d_out]
+                        at += d_out
+                    h = layer.activation(h)
+                return h[:, :, 0]
+
+            self._memory_fn = tf.function(predict, input_signature=[
+                tf.TensorSpec((None, self.width), tf.float32), tf.TensorSpec((None, None), tf.float32)])
+        return self._memory_fn
 
     def _zero_optimizer(self) -> None:
         for var in self.optimizer.variables:

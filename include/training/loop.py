@@ -162,6 +162,12 @@ class ReadTrainLoop:
             event = drift_row(self.identity, row, det)
             self.progress.drift_events.append(event)
             self.summary.drift_events += 1
+            if det.reaction == "recall":
+                log.warning("an earlier concept returned at records %d-%d: the model stored before a past drift "
+                            "predicted the last %d rows at %s against the live model's %s, and takes over",
+                            event["seq"], event["seq"] + row["n"], det.rows_since_change, _fmt(det.accuracy_after),
+                            _fmt(det.accuracy_before))
+                continue
             log.warning("drift detected by %s at records %d-%d (%d rows after the estimated change): prequential "
                         "accuracy %s -> %s; reaction %s", det.detector, event["seq"], event["seq"] + row["n"],
                         det.rows_since_change, _fmt(det.accuracy_before), _fmt(det.accuracy_after), det.reaction)

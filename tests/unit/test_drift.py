@@ -455,14 +455,20 @@ def test_learner_memory_state_round_trips_and_old_states_load(blog_schema):
     x, y = rows(blog_schema, 500)
     learner.process(x, y)
     learner.take_anchor()
-    assert learner.remember(learner.batches_seen, slots=2, quality=0.9)
+    assert learner.remember(learner.batches_seen, slots=2, skip_rows=0)
     state = learner.get_state()
-    assert state["memory"].shape == (1, learner.weights_vector().size) and state["memory_quality"] == [0.9]
+    wx, wy = learner.window()  # the quality: the stored model's accuracy on the held-out window
+    quality = np.mean((learner.model(wx, training=False).numpy()[:, 0] > 0.5) == (wy > 0.5))
+    assert state["memory"].shape == (1, learner.weights_vector().size)
+    assert state["memory_quality"] == [pytest.approx(quality)]
     other = small_learner(blog_schema)
     other.set_state(state)
     assert np.array_equal(other.get_state()["memory"], state["memory"])
     acc = other.memory_accuracy(x, y, [100] * 5)
     assert acc.shape == (1, 5) and np.allclose(acc, learner.memory_accuracy(x, y, [100] * 5))
+    # The entry is the model as it is: its batched forward pass agrees with the model's own predictions.
+    own = ((learner.model(x, training=False).numpy()[:, 0] > 0.5) == (y > 0.5)).reshape(5, 100).mean(axis=1)
+    assert np.allclose(acc[0], own)
     old = {k: v for k, v in state.items() if not k.startswith(("memory", "anchors"))}  # a checkpoint from before
     other.set_state(old)
     assert other.memory_size() == 0
