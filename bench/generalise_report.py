@@ -235,6 +235,7 @@ def render(specs: list[Any], results: dict[str, list[dict]], meta: dict) -> str:
     from include.training.drift import DriftConfig
     from include.training.drift_detectors import make_detector
     from include.training.learner_config import DEFAULT_MODE, LearnerConfig
+    from include.training.options import TrainOptions
 
     args, cfg = meta["args"], LearnerConfig(mode=DEFAULT_MODE)
     detector = make_detector(DriftConfig().detector).to_dict()
@@ -245,7 +246,7 @@ def render(specs: list[Any], results: dict[str, list[dict]], meta: dict) -> str:
         f"{meta['load'][1]:.2f}; {meta['cpu_s']:,.0f} s of CPU ({meta['wall_s']:,.0f} s wall) for the whole run"
         + (" (**partial: interrupted or still running**)" if meta.get("partial") else ""),
         "- **Kafka is not in the loop**: rows decoded in-process and trained by the learner and drift monitor composed "
-        "as the trainer composes them (a new model's defaults, chunks of 64 mini-batches); one end-to-end row through "
+        f"as the trainer composes them (a new model's defaults, chunks of {TrainOptions.chunk_batches} mini-batches); one end-to-end row through "
         "the broker and the real trainer on the author's file is at the end",
         f"- Defaults: mode `{cfg.mode}` (buffer {cfg.replay_buffer:,} rows, {cfg.replay_steps} replay steps per "
         f"mini-batch of {cfg.batch_messages}, 80/20 split, window {cfg.window_size:,}); drift detector "

@@ -11,7 +11,9 @@ accuracy) is logged every few seconds; accuracy history goes to the project data
 Params: `checkpoint_every_s` (60: how often progress is made durable, so how much a killed run's retry trains
 again at most), `mode` (`replay`, which learns from a bounded buffer of recent rows, or `single_pass`, the blog's loop;
 empty keeps the model's own mode, and a new model gets `replay`), `drift` (what to do when drift is detected: `none`, `shrink`, `retrain`)
-and `drift_detector` (`ewma`, the default, or `page_hinkley`). Detected drifts are recorded in `drift_events`.
+and `drift_detector` (`ewma`, the default, or `page_hinkley`). Detected drifts are recorded in `drift_events`,
+and so is a `recall`: with a reaction, the model from before each drift is kept, and taken up again when its rule
+returns.
 
 After training, the **promotion gate** (`evaluate`, a branch) judges the previous run's candidate version against
 the champion on the rows this run held out (forward evaluation; README "The model lifecycle"), then `promote` or

@@ -20,7 +20,7 @@ from typing import Annotated, Any, Callable, Optional
 
 import typer
 
-from include.training.options import DEFAULT_DETECTOR, DEFAULT_DRIFT_REACTION, DETECTORS, DRIFT_REACTIONS
+from include.training.options import DEFAULT_DETECTOR, DEFAULT_DRIFT_REACTION, DETECTORS, DRIFT_REACTIONS, TrainOptions
 
 app = typer.Typer(
     name="python -m include",
@@ -158,7 +158,7 @@ def train(
     max_seconds: Annotated[Optional[float], typer.Option(min=0.001, help="stop after this long")] = None,
     checkpoint_every_s: Annotated[float, typer.Option(min=0, help="checkpoint at least this often")] = 60.0,
     stream_timeout_s: Annotated[Optional[float], typer.Option(help="stop after this long without a message")] = None,
-    chunk_batches: Annotated[int, typer.Option(min=1, help="mini-batches per compiled call")] = 64,
+    chunk_batches: Annotated[int, typer.Option(min=1, help="mini-batches per compiled call (and per hand-over from the reader)")] = TrainOptions.chunk_batches,
     drift: Annotated[DriftReaction, typer.Option(help="reaction to a detected drift (detection always runs)")] = DriftReaction(DEFAULT_DRIFT_REACTION),
     drift_detector: Annotated[DriftDetector, typer.Option(help="what watches the prequential error")] = DriftDetector(DEFAULT_DETECTOR),
     register: Annotated[bool, typer.Option(help="end the run with a new model version (for the promotion gate)")] = True,

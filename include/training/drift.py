@@ -5,7 +5,7 @@
 estimated change, rows since it) and applies the configured reaction to the learner: ``shrink`` (the default: keep
 only the post-change rows in the replay buffer and raise the learning rate for a while), ``none`` (record only) or
 ``retrain`` (re-initialise the model's weights and optimizer, keep only the post-change rows and rehearse them). With
-a reaction the learner trains up to ``chunk_batches`` mini-batches per call; on a detection inside it the learner is
+a reaction the learner trains up to its ``chunk_batches`` mini-batches per call; on a detection inside it the learner is
 put back and trained again up to the detecting mini-batch, so the reaction takes effect at the very next mini-batch
 whatever the chunking. Its state (the detector's included) is JSON-able and travels in the checkpoint.
 
@@ -63,9 +63,6 @@ class DriftConfig:
             held-out window's rows from before the change, measured when it was stored): it explains the newest rows
             as well as it explained its own (a stored model that is merely less wrong than a live one still learning
             a new concept is not recalled).
-        chunk_batches: With a reaction, mini-batches trained per call before the detector reads them: a detection
-            inside a call trains the call's mini-batches after it again, so shorter calls waste less on a drifting
-            stream, longer ones pay the per-call cost less often.
     """
 
     reaction: str = DEFAULT_DRIFT_REACTION
@@ -80,7 +77,6 @@ class DriftConfig:
     recall_batches: int = 2
     recall_margin: float = 0.1
     recall_tolerance: float = 0.05
-    chunk_batches: int = 16
 
     def __post_init__(self) -> None:
         if self.reaction not in REACTIONS:
@@ -91,8 +87,8 @@ class DriftConfig:
             raise ValueError("lr_factor must be > 0; lr_batches, min_keep_rows and rehearse_batches >= 0")
         if self.history < 2:
             raise ValueError("history must be at least 2")
-        if self.memory < 0 or self.anchor_batches < 1 or self.recall_batches < 1 or self.chunk_batches < 1:
-            raise ValueError("memory must be >= 0; anchor_batches, recall_batches and chunk_batches >= 1")
+        if self.memory < 0 or self.anchor_batches < 1 or self.recall_batches < 1:
+            raise ValueError("memory must be >= 0; anchor_batches and recall_batches >= 1")
         if not 0.0 < self.recall_margin <= 1.0 or not 0.0 <= self.recall_tolerance <= 1.0:
             raise ValueError("recall_margin must be within (0, 1], recall_tolerance within [0, 1]")
 
@@ -169,7 +165,7 @@ class DriftMonitor:
         Without a reaction the learner gets all mini-batches in one call and the detector reads their metrics
         afterwards. With one, a reaction applies from the mini-batch after the detection on, as if the learner had
         been given one mini-batch per call, at the speed of a few calls: the learner (weights, optimizer, buffers,
-        memory) and this monitor are snapshotted, up to ``chunk_batches`` mini-batches are trained at once (no further
+        memory) and this monitor are snapshotted, up to the learner's ``chunk_batches`` mini-batches are trained at once (no further
         than the end of a learning-rate boost), and if the detector or the recall test fires on one of them both are
         put back and trained again up to that mini-batch only (the learner gives the same result however its calls
         are cut), the reaction applied, and the rest goes on the same way. The model is set aside as an anchor after
@@ -207,9 +203,11 @@ class DriftMonitor:
             return metrics, detections
         i = 0
         while i < len(sizes):
-            # Calls end at multiples of chunk_batches in the model's life, so anchors (at multiples of anchor_batches)
-            # cut no call of their own when one divides the other.
-            j = min(len(sizes), i + cfg.chunk_batches - learner.batches_seen % cfg.chunk_batches)
+            # Calls end at multiples of the learner's chunk in the model's life, so anchors (at multiples of
+            # anchor_batches) cut no call of their own when the chunk divides anchor_batches. A detection inside a
+            # call trains the call's mini-batches after it again: shorter calls waste less on a drifting stream.
+            chunk = learner.config.chunk_batches
+            j = min(len(sizes), i + chunk - learner.batches_seen % chunk)
             if self.boost_left > 0:
                 j = min(j, i + self.boost_left)  # the boost ends (the rate goes back) after a call, not inside one
             memory = scores(i, j) if self.boost_left == 0 else None  # no recall while a boost runs (see _event)

@@ -55,7 +55,11 @@ class LearnerConfig:
         replay_plain_pass: In replay mode, also train on the new rows in order first, as single-pass mode does.
         seed: Seeds the replay draws (a counter-based RNG, so the draws are part of the checkpointed state).
         learning_rate: If set, assigned to the model optimizer's learning rate; None keeps the optimizer's own.
-        chunk_batches: Mini-batches per compiled call; a larger chunk pays Python and dispatch overhead less often.
+        chunk_batches: Mini-batches per compiled call (the compiled function's fixed shape). 16 by default: with a
+            drift reaction a detection inside a call trains the rest of the call again, and a call shorter than the
+            shape still pays for it (on the author's file repeated, 1 M records through the broker: 30,700
+            records/s with 16, 27,600 with 64 in replay mode; 82,600 and 70,900 in single-pass mode). Without a
+            reaction 64 is ~20 % faster in replay mode.
         jit_compile: Compile the chunk with XLA (much faster on CPU for this small model).
     """
 
@@ -69,7 +73,7 @@ class LearnerConfig:
     replay_plain_pass: bool = True
     seed: int = 0
     learning_rate: float | None = None
-    chunk_batches: int = 64
+    chunk_batches: int = 16
     jit_compile: bool = True
 
     def __post_init__(self) -> None:

@@ -214,6 +214,9 @@
                 }
                 if (item.dataset.kind === "drift") {
                   const d = item.raw.drift;
+                  if (d.reaction === "recall") {  // accuracy_before: the live model's, accuracy_after: the recalled one's
+                    return `earlier concept recalled: the stored model predicted the newest rows at ${fmtNum(d.accuracy_after, 3)}, the live one at ${fmtNum(d.accuracy_before, 3)}`;
+                  }
                   const acc = d.accuracy_after === null ? "" : `, accuracy ${fmtNum(d.accuracy_before, 3)} → ${fmtNum(d.accuracy_after, 3)}`;
                   return `drift (${d.detector}, ${d.reaction})${acc}`;
                 }
