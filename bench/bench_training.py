@@ -220,6 +220,10 @@ def _trainer_row(label: str, run: dict, seed_rps: float | None) -> str:
 
 
 def render(args, info: dict, seed: dict, runs: dict, curve_fast: list[float], rss: dict | None) -> str:
+    from include.training.drift import DriftConfig
+    from include.training.learner_config import LearnerConfig
+    from include.training.options import DEFAULT_DRIFT_REACTION, TrainOptions
+
     fast, replay, idle = runs["single_pass"], runs.get("replay"), runs["nothing_new"]
     s = fast["summary"]
     ratio = s["records_per_s"] / seed["rps"]
@@ -236,8 +240,12 @@ def render(args, info: dict, seed: dict, runs: dict, curve_fast: list[float], rs
         f"- Kafka: {args.bootstrap}; topic of {args.records:,} records (the blog file's {info['rows']:,} valid rows "
         f"repeated), produced at {info['produce_rps']:,.0f} records/s with a plain producer",
         "- Semantics: mini-batches of 100, predict all, train the first 80 (single pass: once, in steps of 32; replay: "
-        "also 128 steps of 32 drawn from the newest 4,000 training rows), window of the latest 1,000 held-out rows "
-        "evaluated after every mini-batch; same initial model (seed 0)",
+        f"also {LearnerConfig().replay_steps} steps of 32 drawn from the newest {LearnerConfig().replay_buffer:,} "
+        "training rows), window of the latest 1,000 held-out rows evaluated after every mini-batch; same initial "
+        f"model (seed 0); this code's defaults: drift reaction `{DEFAULT_DRIFT_REACTION}` with the concept memory "
+        f"(`DriftConfig().memory` = {DriftConfig().memory}), {TrainOptions.chunk_batches} mini-batches per compiled "
+        "call. The topic repeats the author's two weeks, so the rule changes every ~5,600 records: a drift-heavy "
+        "stream, where a reaction and the memory cost the most (and give the accuracy in the last column)",
         "- Trainer rows: `python -m include train` as its own process, whole run (lock, set-up, TensorFlow's import, "
         "model, XLA compile, read, decode, train, evaluate, history, checkpoint); interpreter start and imports apart"
         + (f"; the median of {args.repeat} runs of each kind, this code's and the other's alternating (range of "
