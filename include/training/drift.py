@@ -56,9 +56,10 @@ class DriftConfig:
             the live one, it is recalled (a ``recall`` event): a concept that returns is taken up again at once.
         anchor_batches: The model is set aside every this many mini-batches (the last three are kept), so a
             detection can store the model from before the change, not the one that already saw the new rows.
-        recall_batches: Outside a learning-rate boost, a recall compares the stored models with the live one over this many newest mini-batches ...
-        recall_margin: ... and recalls the best if it was right on this share of their rows more than the live one
-            ...
+        recall_batches: Outside a learning-rate boost, a recall compares the stored models with the live one over
+            this many newest mini-batches ...
+        recall_margin: ... and recalls the best if it was right on this share of their rows more than the live
+            one ...
         recall_tolerance: ... and at most this much less often than on its own concept (its accuracy on the
             held-out window's rows from before the change, measured when it was stored): it explains the newest rows
             as well as it explained its own (a stored model that is merely less wrong than a live one still learning
@@ -165,10 +166,10 @@ class DriftMonitor:
         Without a reaction the learner gets all mini-batches in one call and the detector reads their metrics
         afterwards. With one, a reaction applies from the mini-batch after the detection on, as if the learner had
         been given one mini-batch per call, at the speed of a few calls: the learner (weights, optimizer, buffers,
-        memory) and this monitor are snapshotted, up to the learner's ``chunk_batches`` mini-batches are trained at once (no further
-        than the end of a learning-rate boost), and if the detector or the recall test fires on one of them both are
-        put back and trained again up to that mini-batch only (the learner gives the same result however its calls
-        are cut), the reaction applied, and the rest goes on the same way. The model is set aside as an anchor after
+        memory) and this monitor are snapshotted, up to the learner's ``chunk_batches`` mini-batches are trained at
+        once (no further than the end of a learning-rate boost), and if the detector or the recall test fires on one
+        of them both are put back and trained again up to that mini-batch only (the learner gives the same result
+        however its calls are cut), the reaction applied, and the rest goes on the same way. The model is set aside as an anchor after
         every ``anchor_batches``-th mini-batch of its life, whatever the calls.
 
         Returns:
