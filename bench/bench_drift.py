@@ -139,6 +139,7 @@ def detect(name: str, stream: Stream) -> list[int]:
 # Long on purpose: a benchmark's main is its protocol, step by step, in the order the report states it.
 def main(argv: list[str] | None = None) -> int:
     from include.training.drift_detectors import DETECTORS
+    from include.training.learner_config import LearnerConfig
     from include.training.model import configure_tensorflow
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -160,8 +161,9 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"- Run: {when} on {describe_machine()}; {len(streams)} streams "
         f"({learn_s:.0f} s of learner runs, in memory: the detectors see only the per-mini-batch prequential errors)",
-        "- Learner defaults (mini-batches of 100, 80/20 split; replay: buffer 4,000, 128 steps); every detector with "
-        "its defaults, reset after a detection as in the trainer",
+        f"- Learner defaults (mini-batches of 100, 80/20 split; replay: buffer {LearnerConfig().replay_buffer:,}, "
+        f"{LearnerConfig().replay_steps} steps), no reaction (the detectors read the same error streams); every "
+        "detector with its defaults, reset after a detection as in the trainer",
         f"- Delay: rows from the first row whose rule changed to the detection (target: within {DETECT_WITHIN}); "
         "false alarms: detections on a run without drift, or before the change on a run with it",
         "",
