@@ -9,8 +9,8 @@ reference loop that makes those calls is :class:`include.training.seed_loop.Seed
 
 Owns the learner's state (window, replay buffer, RNG counter, the anchors and memory of earlier model states:
 :meth:`IncrementalLearner.get_state`) and the drift reactions it offers (forget old replay rows, change the learning
-rate, re-initialise the model, store and recall an earlier model), which :mod:`include.training.drift` calls. Never reads Kafka, never writes checkpoints, and imports TensorFlow only when a
-learner is made.
+rate, re-initialise the model, store and recall an earlier model), which :mod:`include.training.drift` calls. Never
+reads Kafka, never writes checkpoints, and imports TensorFlow only when a learner is made.
 """
 
 from __future__ import annotations
