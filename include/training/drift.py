@@ -169,8 +169,8 @@ class DriftMonitor:
         memory) and this monitor are snapshotted, up to the learner's ``chunk_batches`` mini-batches are trained at
         once (no further than the end of a learning-rate boost), and if the detector or the recall test fires on one
         of them both are put back and trained again up to that mini-batch only (the learner gives the same result
-        however its calls are cut), the reaction applied, and the rest goes on the same way. The model is set aside as an anchor after
-        every ``anchor_batches``-th mini-batch of its life, whatever the calls.
+        however its calls are cut), the reaction applied, and the rest goes on the same way. The model is set aside
+        as an anchor after every ``anchor_batches``-th mini-batch of its life, whatever the calls.
 
         Returns:
             The learner's metrics (one per mini-batch) and the detections, in order.
@@ -267,8 +267,8 @@ class DriftMonitor:
         if det is not None:
             window = window[len(window) - min(len(window), det.batches_since_change):]
         rows = sum(n for _, n, _ in window)
-        live = sum(a * n for a, n, _ in window) / rows
-        stored = [sum(ms[k] * n for _, n, ms in window) / rows for k in range(len(quality))]
+        live = _weighted([(a, n) for a, n, _ in window])
+        stored = [_weighted([(ms[k], n) for _, n, ms in window]) for k in range(len(quality))]
         fits = [k for k in range(len(quality)) if math.isfinite(stored[k]) and stored[k] - live >= cfg.recall_margin
                 and stored[k] >= quality[k] - cfg.recall_tolerance]
         if not fits:

@@ -281,7 +281,8 @@ class IncrementalLearner:
         pred = self._memory_predict()(x[:keep], vector[None, :]).numpy()[0]
         return float(np.mean((pred > 0.5) == (y[:keep] > 0.5)))
 
-    def _pop_anchor(self, before_batch: int) -> np.ndarray | None:
+    def _pop_anchor(self, before_batch: int) -> tuple[int, np.ndarray] | None:
+        """The newest anchor taken after at most ``before_batch`` mini-batches, removed with the older ones."""
         found = [k for k, (at, _) in enumerate(self._anchors) if at <= before_batch]
         if not found:
             return None
