@@ -5,9 +5,10 @@
 estimated change, rows since it) and applies the configured reaction to the learner: ``shrink`` (the default: keep
 only the post-change rows in the replay buffer and raise the learning rate for a while), ``none`` (record only) or
 ``retrain`` (re-initialise the model's weights and optimizer, keep only the post-change rows and rehearse them). With
-a reaction the learner trains up to its ``chunk_batches`` mini-batches per call; on a detection inside it the learner is
-put back and trained again up to the detecting mini-batch, so the reaction takes effect at the very next mini-batch
-whatever the chunking. Its state (the detector's included) is JSON-able and travels in the checkpoint.
+a reaction the learner trains up to its ``chunk_batches`` mini-batches per call but stops after any mini-batch on which
+an event is possible (the detector says where it might fire), so the reaction takes effect at the very next mini-batch
+whatever the chunking, and nothing is trained twice. Its state (the detector's included) is JSON-able and travels in
+the checkpoint.
 
 The concept memory (with a reaction): at each detection the model as it was before the change (an *anchor*, set
 aside every ``anchor_batches`` mini-batches) is stored, with the accuracy it had; each mini-batch is also predicted
@@ -21,18 +22,19 @@ Never reads Kafka or writes the database: the trainer records the detections as 
 
 from __future__ import annotations
 
-import copy
 import math
 from collections import deque
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Sequence
 
 import numpy as np
 
 from include.training.drift_detectors import DEFAULT_DETECTOR, DETECTORS, detector_from_dict, make_detector
-from include.training.learner_config import split_sizes
+from include.training.learner_config import StopRule, split_sizes
 from include.training.options import DEFAULT_DRIFT_REACTION, DRIFT_REACTIONS as REACTIONS
 _STATE_VERSION = 1
+# Added to the accuracies a call stops at: the learner compares in float32, the detector in float64.
+_SLACK = 1e-5
 
 
 @dataclass(frozen=True)
@@ -165,12 +167,12 @@ class DriftMonitor:
 
         Without a reaction the learner gets all mini-batches in one call and the detector reads their metrics
         afterwards. With one, a reaction applies from the mini-batch after the detection on, as if the learner had
-        been given one mini-batch per call, at the speed of a few calls: the learner (weights, optimizer, buffers,
-        memory) and this monitor are snapshotted, up to the learner's ``chunk_batches`` mini-batches are trained at
-        once (no further than the end of a learning-rate boost), and if the detector or the recall test fires on one
-        of them both are put back and trained again up to that mini-batch only (the learner gives the same result
-        however its calls are cut), the reaction applied, and the rest goes on the same way. The model is set aside
-        as an anchor after every ``anchor_batches``-th mini-batch of its life, whatever the calls.
+        been given one mini-batch per call, at the speed of a few calls: the learner trains up to its
+        ``chunk_batches`` mini-batches at once (no further than the end of a learning-rate boost), but stops after
+        the first one on which the detector or the recall test might fire (:meth:`IncrementalLearner.process_until`
+        with :meth:`_stop_rule`), which is then watched, the reaction applied, and the rest goes on the same way;
+        nothing is ever trained twice. The model is set aside as an anchor after every ``anchor_batches``-th mini-batch of its life,
+        whatever the calls.
 
         Returns:
             The learner's metrics (one per mini-batch) and the detections, in order.
@@ -182,58 +184,62 @@ class DriftMonitor:
         detections: list[Detection] = []
         memory_on = cfg.reaction != "none" and cfg.memory > 0
 
-        def train(i: int, j: int) -> list[Any]:  # mini-batches i..j-1, cut where an anchor is due
-            out: list[Any] = []
-            while i < j:
-                k = min(j, i + cfg.anchor_batches - learner.batches_seen % cfg.anchor_batches) if memory_on else j
-                out += learner.process(x[starts[i]:starts[k]], y[starts[i]:starts[k]], sizes[i:k])
-                if memory_on and learner.batches_seen % cfg.anchor_batches == 0:
-                    learner.take_anchor()
-                i = k
-            return out
-
-        def scores(i: int, j: int) -> np.ndarray | None:  # each memory entry's accuracy on mini-batches i..j-1
-            if not memory_on or learner.memory_size() == 0:
-                return None
-            return learner.memory_accuracy(x[starts[i]:starts[j]], y[starts[i]:starts[j]], sizes[i:j])
-
         if cfg.reaction == "none":  # nothing is ever undone
-            for k, m in enumerate(train(0, len(sizes))):
+            for k, m in enumerate(learner.process(x, y, sizes)):
                 metrics.append(m)
                 self._watch(learner, m, None, k, detections)
             return metrics, detections
         i = 0
+        scored: tuple[int, int, np.ndarray] | None = None  # memory scores of mini-batches (from, to), kept until an event
         while i < len(sizes):
-            # Calls end at multiples of the learner's chunk in the model's life, so anchors (at multiples of
-            # anchor_batches) cut no call of their own when the chunk divides anchor_batches. A detection inside a
-            # call trains the call's mini-batches after it again: shorter calls waste less on a drifting stream.
+            # Calls end at multiples of the learner's chunk in the model's life, and where an anchor is due.
             chunk = learner.config.chunk_batches
             j = min(len(sizes), i + chunk - learner.batches_seen % chunk)
+            if memory_on:
+                j = min(j, i + cfg.anchor_batches - learner.batches_seen % cfg.anchor_batches)
             if self.boost_left > 0:
                 j = min(j, i + self.boost_left)  # the boost ends (the rate goes back) after a call, not inside one
-            memory = scores(i, j) if self.boost_left == 0 else None  # no recall while a boost runs (see _event)
-            quality = learner.memory_quality() if memory is not None else []
-            saved = learner.snapshot(), self._snapshot()
-            ms = train(i, j)
-            hit = None
+            memory = None
+            if memory_on and learner.memory_size() and self.boost_left == 0:  # no recall while a boost runs
+                if scored is None or not scored[0] <= i < j <= scored[1]:
+                    scored = i, j, learner.memory_accuracy(x[starts[i]:starts[j]], y[starts[i]:starts[j]], sizes[i:j])
+                memory = scored[2][:, i - scored[0]:j - scored[0]]
+            ms, _ = learner.process_until(x[starts[i]:starts[j]], y[starts[i]:starts[j]],
+                                          self._stop_rule(memory, sizes[i:j]), sizes[i:j])
+            if memory_on and learner.batches_seen % cfg.anchor_batches == 0:
+                learner.take_anchor()
             for k, m in enumerate(ms):
-                self._count_down(learner)
-                if self._event(m, None if memory is None else memory[:, k], quality, i + k) is not None:
-                    hit = k
-                    break
-            if hit is None:
-                metrics += ms
-                i = j
-                continue
-            # Mini-batch i + hit fired: put both back, train up to it, react, go on after it.
-            learner.restore(saved[0])
-            self._restore(saved[1])
-            for k, m in enumerate(train(i, i + hit + 1)):
                 metrics.append(m)
                 self._count_down(learner)
+                events = len(detections)
                 self._watch(learner, m, None if memory is None else memory[:, k], i + k, detections)
-            i += hit + 1
+                if len(detections) > events:
+                    scored = None  # the memory changed
+            i += len(ms)
         return metrics, detections
+
+    def _stop_rule(self, memory: np.ndarray | None, sizes: Sequence[int]) -> StopRule:
+        """Where the learner's next call must stop, so that nothing is ever undone: after the first of these
+        mini-batches on which an event is possible. The detector says where it might fire; a recall needs a
+        mini-batch in the recall window on which a stored model was right on ``recall_margin`` of the rows more than
+        the live one (the window's means differ by that much only if one of its mini-batches does): one of these, or
+        one already in the window, and then the call stops after its first mini-batch (the next call looks again)."""
+        rule = self.detector.stop_rule(len(sizes))
+        recall_at = np.full(len(sizes), -np.inf)
+        if memory is not None:
+            recall_at = np.nan_to_num(memory.max(axis=0), nan=-np.inf) - self.config.recall_margin
+            if self._recall_possible_next():
+                recall_at[:next((k for k, n in enumerate(sizes) if n > 0), len(sizes) - 1) + 1] = np.inf
+        # The learner compares in float32, the detector in float64: a little slack, on the side of stopping.
+        return replace(rule, accuracy_at_most=recall_at + _SLACK, error_above=np.asarray(rule.error_above) - _SLACK,
+                       alarm_above=np.asarray(rule.alarm_above) - _SLACK, persist=rule.persist - _SLACK)
+
+    def _recall_possible_next(self) -> bool:
+        """Whether one of the recall window's mini-batches that stay in it for the next one had a stored model right
+        on ``recall_margin`` of the rows more than the live one (then the next mini-batch may bring a recall)."""
+        keep = self.config.recall_batches - 1
+        staying = list(self.recall_window)[max(0, len(self.recall_window) - keep):] if keep else []
+        return any(max(ms) - acc >= self.config.recall_margin - 2 * _SLACK for acc, _, ms in staying if ms)
 
     def _watch(self, learner: Any, m: Any, memory: np.ndarray | None, index: int, detections: list[Detection]) -> None:
         """Feed one mini-batch's metrics (and the memory entries' accuracies on it); on an event, react, record it."""
@@ -283,9 +289,6 @@ class DriftMonitor:
         self.detections += 1
         return Detection(index=index, detector="memory", batches_since_change=len(window), rows_since_change=rows,
                          accuracy_before=live, accuracy_after=stored[best], reaction="recall", memory_slot=best)
-
-    def _snapshot(self) -> dict[str, Any]:
-        return copy.deepcopy(self.to_dict())
 
     def _restore(self, state: dict[str, Any], detector: bool = True) -> None:
         """Take :meth:`to_dict`'s state; ``detector=False`` keeps this monitor's own (fresh) detector."""

@@ -30,6 +30,8 @@ import math
 from collections import deque
 from typing import Any, Sequence
 
+from include.training.learner_config import StopRule
+
 DETECTORS = ("ewma", "page_hinkley")
 DEFAULT_DETECTOR = "ewma"
 
@@ -131,6 +133,46 @@ class EwmaChart:
             self.recent.append(x)
         return fired
 
+    def stop_rule(self, updates: int) -> StopRule:
+        """Where the next ``updates`` updates might fire, as a learner's stop rule: the chart as it is (level, run,
+        largest mini-batch), with bounds on the midpoint and the alarm level that hold whatever those updates add. A
+        caller may train ahead until a mini-batch meets it (see :class:`include.training.learner_config.StopRule`).
+
+        Until update ``t`` at most ``a = t - 1 - lag`` new errors (each within [0, 1]) have joined the reference (the
+        newest ``lag`` stay out); the rest of it comes from the values held now, less the oldest ones that left. So
+        each of its quantiles is at least the held values' order statistic ``a`` ranks below the quantile's (added
+        values only lower order statistics, dropped ones only raise them) and the lower quartile at most the one as
+        many ranks above it as values could have been dropped or added: lower bounds on the median, the deciles and
+        the spread, hence on the alarm level and the midpoint. Firing needs the error above the midpoint (so the run
+        counted against the lower bound is at least the chart's), the run at ``persist`` and the level above the
+        alarm level, after ``min_samples`` updates.
+        """
+        held = sorted(self.recent)
+        size = min(self.reference, max(0, len(held) - self.lag))  # the reference's size now; it never shrinks
+
+        def low(q: float, a: int) -> float:  # at most the q quantile of any reference with a new values
+            rank = int(q * (size - 1)) - a
+            return held[rank] if rank >= 0 else 0.0
+
+        error_above, alarm_above = [], []
+        for t in range(1, updates + 1):
+            if size < 3:  # no limits yet: the run is not counted, any error may come with one that fires
+                midpoint = alarm = -math.inf
+            else:
+                a = max(0, t - 1 - self.lag)
+                # The lower quartile interpolates up to the next rank; values not in the reference: len(held) - size
+                # now, plus the a dropped for the new ones.
+                q25_rank = int(0.25 * (size - 1)) + 1 + (len(held) - size) + a
+                q25 = held[q25_rank] if q25_rank < len(held) else 1.0
+                median, q75, q90 = low(0.5, a), low(0.75, a), low(0.9, a)
+                alarm = max(q90 + self.sigmas * max(0.0, q75 - q25) / 1.349, median + self.min_rise)
+                midpoint = (median + alarm) / 2
+            error_above.append(midpoint)
+            alarm_above.append(math.inf if self.n + t <= self.min_samples else alarm)
+        return StopRule(accuracy_at_most=[-math.inf] * updates, error_above=error_above, alarm_above=alarm_above,
+                        alpha=self.alpha, level=math.nan if self.level is None else self.level, full=self.full,
+                        run=self.run, persist=self.persist - 1e-9)
+
     def change_age(self) -> int:
         """Mini-batches since the estimated start of the change: the run of clearly raised errors (at least 1)."""
         return max(1, round(self.run))
@@ -196,6 +238,16 @@ class PageHinkley:
             self.cum_min = self.cum
             self.n_at_min = self.n
         return self.n >= self.min_samples and self.cum - self.cum_min > self.threshold
+
+    def stop_rule(self, updates: int) -> StopRule:
+        """As :meth:`EwmaChart.stop_rule`. The statistic climbs by at most ``1 - delta`` an update, so an update that
+        cannot bring it over the threshold (or comes within the warm-up) cannot fire; any other may fire on any error
+        (a cumulative test has no per-update bound), so the rule stops there."""
+        gap = self.cum - self.cum_min
+        error_above = [-math.inf if self.n + t >= self.min_samples and gap + t * (1.0 - self.delta) > self.threshold
+                       else math.inf for t in range(1, updates + 1)]
+        return StopRule(accuracy_at_most=[-math.inf] * updates, error_above=error_above,
+                        alarm_above=[-math.inf] * updates)
 
     def change_age(self) -> int:
         """Observations since the estimated start of the change (at least 1 after a detection)."""

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from include.training.learner_config import BatchMetrics, LearnerConfig, split_sizes
+from include.training.learner_config import BatchMetrics, LearnerConfig, StopRule, split_sizes
 
 _STATE_VERSION = 1
 
@@ -74,9 +74,6 @@ class IncrementalLearner:
         self._anchors: list[tuple[int, np.ndarray]] = []
         self._memory: list[tuple[int, np.ndarray, float]] = []  # and the accuracy of its concept
         self._memory_fn: Any = None
-        self._backup_fns: tuple[Any, Any] | None = None  # snapshot(): copies of the variables, made on first use
-        self._backup_py: tuple[Any, ...] | None = None
-        self._snapshots = 0
         self._chunk_fn = tf.function(self._run_chunk, jit_compile=cfg.jit_compile, reduce_retracing=False)
 
     # --- public API ------------------------------------------------------------------------------------------
@@ -94,20 +91,43 @@ class IncrementalLearner:
         Returns:
             One :class:`BatchMetrics` per mini-batch, in order.
         """
+        return self.process_until(x, y, None, sizes)[0]
+
+    def process_until(self, x: np.ndarray, y: np.ndarray, stop: StopRule | None,
+                      sizes: Sequence[int] | None = None) -> tuple[list[BatchMetrics], bool]:
+        """As :meth:`process`, but end right after the first mini-batch that meets ``stop`` (None: never): that
+        mini-batch is trained and measured, the ones after it are left untouched. A caller that must act on a
+        mini-batch before the next one trains (the drift monitor) describes where it might, and so never has to
+        undo training.
+
+        Returns:
+            The metrics of the mini-batches trained (all of them, or up to the stopping one) and whether a mini-batch
+            met ``stop`` (the last one trained).
+        """
         x = np.asarray(x, dtype=np.float32)
         y = np.asarray(y, dtype=np.float32).reshape(-1)
         if x.ndim != 2 or x.shape[1] != self.width or x.shape[0] != y.shape[0]:
             raise ValueError(f"expected x of shape (N, {self.width}) and y of shape (N,), got {x.shape}, {y.shape}")
         sizes = split_sizes(x.shape[0], self.config.batch_messages, sizes)
+        if stop is None:
+            stop = StopRule(*_never(len(sizes)))
+        per_batch = np.array([stop.accuracy_at_most, stop.error_above, stop.alarm_above], np.float32)
+        if per_batch.shape != (3, len(sizes)):
+            raise ValueError(f"a stop rule needs one value per mini-batch ({len(sizes)}), got {per_batch.shape[1:]}")
+        chart = np.asarray(stop.chart(), np.float32)
         out: list[BatchMetrics] = []
         k_max = self.config.chunk_batches
         row = 0
         for c0 in range(0, len(sizes), k_max):
             chunk = sizes[c0:c0 + k_max]
             n_rows = sum(chunk)
-            out.extend(self._process_chunk(x[row:row + n_rows], y[row:row + n_rows], chunk))
+            metrics, stopped, chart = self._process_chunk(x[row:row + n_rows], y[row:row + n_rows], chunk,
+                                                          per_batch[:, c0:c0 + k_max], chart)
+            out.extend(metrics)
+            if stopped:
+                return out, True
             row += n_rows
-        return out
+        return out, False
 
     def get_state(self) -> dict[str, Any]:
         """Everything besides the model needed to continue exactly: numpy arrays and JSON-able scalars."""
@@ -163,39 +183,6 @@ class IncrementalLearner:
             raise ValueError(f"state memory has {len(loaded['memory'])} entries but {len(quality)} qualities")
         self._anchors[:] = loaded["anchors"]
         self._memory[:] = [(a, v, q) for (a, v), q in zip(loaded["memory"], quality)]
-
-    def snapshot(self) -> int:
-        """Set aside everything :meth:`process` changes (weights, optimizer variables, window, replay buffer, RNG
-        counter, counts, anchors and memory), for :meth:`restore`: a caller can train ahead and come back. The
-        variables are copied inside TensorFlow, in one call; one snapshot is kept (a new one replaces it)."""
-        if self._backup_fns is None:
-            import tensorflow as tf
-
-            live = [*self.model.weights, *self.optimizer.variables, self._win_x, self._win_y, self._win_count,
-                    self._win_pos, self._rep_x, self._rep_y, self._rep_count, self._rep_pos, self._rng_counter]
-            backup = [tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False) for v in live]
-
-            def save() -> None:
-                for b, v in zip(backup, live):
-                    b.assign(v)
-
-            def load() -> None:
-                for b, v in zip(backup, live):
-                    v.assign(b)
-
-            self._backup_fns = (tf.function(save), tf.function(load))
-        self._backup_fns[0]()
-        self._snapshots += 1
-        self._backup_py = (self._snapshots, self.batches_seen, self.rows_seen, list(self._anchors), list(self._memory))
-        return self._snapshots
-
-    def restore(self, snap: int) -> None:
-        """Put back the :meth:`snapshot` that returned ``snap`` (it must be the newest)."""
-        if self._backup_py is None or self._backup_py[0] != snap:
-            raise ValueError("only the newest snapshot can be restored")
-        self._backup_fns[1]()
-        _, self.batches_seen, self.rows_seen, anchors, memory = self._backup_py
-        self._anchors[:], self._memory[:] = anchors, memory
 
     def window(self) -> tuple[np.ndarray, np.ndarray]:
         """The held-out window's rows, oldest first."""
@@ -390,7 +377,7 @@ class IncrementalLearner:
         k_max, p = self.config.chunk_batches, self._rows_pad
         zeros_i = np.zeros(k_max, dtype=np.int32)
         self._chunk_fn(np.zeros((k_max, p, self.width), np.float32), np.zeros((k_max, p), np.float32),
-                       zeros_i, zeros_i, np.array(0, dtype=np.int32))
+                       zeros_i, zeros_i, np.array(0, dtype=np.int32), _never(k_max), _NO_CHART)
 
     def rehearse(self, batches: int) -> None:
         """Run ``batches`` x ``replay_steps`` replay steps on the buffer alone (replay mode; no rows are added,
@@ -402,11 +389,12 @@ class IncrementalLearner:
             k = min(k_max, batches - start)
             zeros_i = np.zeros(k_max, dtype=np.int32)
             self._chunk_fn(np.zeros((k_max, p, self.width), np.float32), np.zeros((k_max, p), np.float32),
-                           zeros_i, zeros_i, np.array(k, dtype=np.int32))
+                           zeros_i, zeros_i, np.array(k, dtype=np.int32), _never(k_max), _NO_CHART)
 
     # --- the compiled chunk ----------------------------------------------------------------------------------
 
-    def _process_chunk(self, x: np.ndarray, y: np.ndarray, sizes: list[int]) -> list[BatchMetrics]:
+    def _process_chunk(self, x: np.ndarray, y: np.ndarray, sizes: list[int], per_batch: np.ndarray,
+                       chart: np.ndarray) -> tuple[list[BatchMetrics], bool, np.ndarray]:
         cfg = self.config
         k_max, p = cfg.chunk_batches, self._rows_pad
         k = len(sizes)
@@ -426,9 +414,12 @@ class IncrementalLearner:
         n_rows[:k] = sizes
         n_train = np.zeros(k_max, dtype=np.int32)
         n_train[:k] = [cfg.train_rows(s) for s in sizes]
-        metrics = self._chunk_fn(xb, yb, n_rows, n_train, np.array(k, dtype=np.int32)).numpy()
+        stop = _never(k_max)
+        stop[:, :k] = per_batch
+        metrics, end, hit, chart = self._chunk_fn(xb, yb, n_rows, n_train, np.array(k, dtype=np.int32), stop, chart)
+        metrics, end = metrics.numpy(), int(end)
         out = []
-        for i, s in enumerate(sizes):
+        for i, s in enumerate(sizes[:end]):
             loss, tacc, wacc, pacc, wcount, steps = metrics[i].tolist()
             out.append(BatchMetrics(
                 index=self.batches_seen, n=s, n_train=int(n_train[i]), n_eval=s - int(n_train[i]),
@@ -437,7 +428,7 @@ class IncrementalLearner:
             ))
             self.batches_seen += 1
             self.rows_seen += s
-        return out
+        return out, bool(hit), chart.numpy()
 
     # --- the traced chunk: every method below runs inside tf.function(jit_compile=True) -----------------------
     # They are steps of one traced computation, not functions called per row: tracing inlines them into the same
@@ -445,23 +436,44 @@ class IncrementalLearner:
     # program. Python control flow on Python values (``if self._replay``) is resolved while tracing; ``while`` on
     # tensors becomes a tf.while_loop (autograph).
 
-    def _run_chunk(self, xb, yb, n_rows, n_train, n_batches):  # noqa: ANN001, ANN202 - traced by tf.function
+    def _run_chunk(self, xb, yb, n_rows, n_train, n_batches, stop, chart):  # noqa: ANN001, ANN202 - traced
         """The chunk's metrics, ``(chunk_batches, 6)``: loss, train accuracy, window accuracy, prequential accuracy,
-        window rows, steps per mini-batch (rows past ``n_batches`` are zeros)."""
+        window rows, steps per mini-batch (rows past the mini-batches trained are zeros); how many were trained
+        (``n_batches``, or up to the first that met the stop rule: ``stop`` holds its per-mini-batch rows, ``chart``
+        its chart, see :class:`StopRule`), whether one met it, and the chart after them."""
         import tensorflow as tf
 
         nan = tf.constant(float("nan"))
         out = tf.TensorArray(tf.float32, size=self.config.chunk_batches, element_shape=(6,))
+        alpha, persist = chart[0], chart[4]
+        level, full, run = chart[1], chart[2], chart[3]
+        hit = tf.constant(False)
         # `while`, not `for ... in tf.range(n)`: autograph leaves a Range op on n, which XLA would treat as a
         # compile-time constant and recompile for every distinct n.
         i = tf.constant(0)
-        while i < n_batches:
+        end = n_batches
+        while i < end:
             # Gathers, not slices: a slice's begin is a compile-time constant input for XLA, so slicing at a
             # position read from an argument would make XLA recompile for every distinct argument value.
             xi, yi, n, nt = tf.gather(xb, i), tf.gather(yb, i), tf.gather(n_rows, i), tf.gather(n_train, i)
-            out = out.write(i, self._run_batch(xi, yi, n, nt, nan))
+            batch = self._run_batch(xi, yi, n, nt, nan)
+            out = out.write(i, batch)
+            rule = tf.gather(stop, i, axis=1)  # accuracy at most, error above, alarm above
+            rows = tf.cast(n, tf.float32)
+            has = rows > 0
+            err = 1.0 - batch[3]
+            new_full = tf.maximum(full, rows)
+            w = rows / tf.maximum(new_full, 1.0)
+            moved = tf.where(tf.math.is_nan(level), err, level + (1.0 - tf.pow(1.0 - alpha, w)) * (err - level))
+            above = err > rule[1]
+            new_run = tf.where(above, run + w, 0.0)
+            met = has & ((batch[3] <= rule[0]) | (above & (moved > rule[2]) & (new_run >= persist)))
+            level, full, run = (tf.where(has, moved, level), tf.where(has, new_full, full),
+                                tf.where(has, new_run, run))
+            hit = hit | met
+            end = tf.where(met, i + 1, end)
             i += 1
-        return out.stack()
+        return out.stack(), end, hit, tf.stack([alpha, level, full, run, persist])
 
     def _run_batch(self, xi, yi, n, nt, nan):  # noqa: ANN001, ANN202 - traced
         """One mini-batch of ``n`` rows (``nt`` trained): predict, train, window; its 6 metrics."""
@@ -579,6 +591,14 @@ class IncrementalLearner:
         new_y = tf.where(keep, ys, tf.gather(var_y, idx))
         var_x.scatter_nd_update(idx[:, None], new_x)
         var_y.scatter_nd_update(idx[:, None], new_y)
+
+
+def _never(k: int) -> np.ndarray:
+    """A stop rule's per-mini-batch rows (accuracy at most, error above, alarm above) that no mini-batch meets."""
+    return np.array([[-np.inf] * k, [np.inf] * k, [np.inf] * k], np.float32)
+
+
+_NO_CHART = np.array([1.0, np.nan, 0.0, 0.0, 0.0], np.float32)
 
 
 def _stack(vectors: list[np.ndarray]) -> np.ndarray:

@@ -58,7 +58,7 @@ class TrainOptions:
     max_records: int | None = None
     max_seconds: float | None = None
     checkpoint_every_s: float = 60.0
-    chunk_batches: int = 16  # a compiled call of 16 mini-batches: see include.training.learner_config
+    chunk_batches: int = 32  # a compiled call of 32 mini-batches: see include.training.learner_config
     learning_rate: float | None = None
     replay_buffer: int | None = None
     replay_steps: int | None = None

@@ -4,6 +4,7 @@ learner on generated data with and without drift."""
 from __future__ import annotations
 
 import json
+import math
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -141,6 +142,113 @@ def test_state_round_trip_continues_exactly(name):
     got += [restored.update(float(x)) for x in stream[160:]]
     assert got == expected and restored.to_dict() == whole.to_dict()
     assert sum(expected) >= 1
+
+
+class RuleReference:
+    """:class:`StopRule`'s semantics in plain Python, one mini-batch at a time (the learner's compiled loop must agree)."""
+
+    def __init__(self, rule) -> None:
+        self.rule, self.t = rule, 0
+        self.level, self.full, self.run = rule.level, rule.full, rule.run
+
+    def meets(self, accuracy: float, rows: float) -> bool:
+        rule, t = self.rule, self.t
+        self.t += 1
+        if rows <= 0 or not math.isfinite(accuracy):
+            return False
+        err = 1.0 - accuracy
+        self.full = max(self.full, rows)
+        w = rows / self.full
+        alpha = 1.0 - (1.0 - rule.alpha) ** w
+        self.level = err if math.isnan(self.level) else self.level + alpha * (err - self.level)
+        above = err > rule.error_above[t]
+        self.run = self.run + w if above else 0.0
+        return bool(accuracy <= rule.accuracy_at_most[t]
+                    or (above and self.level > rule.alarm_above[t] and self.run >= rule.persist))
+
+
+@pytest.mark.parametrize("name", DETECTORS)
+@pytest.mark.parametrize("seed", range(4))
+def test_the_detector_fires_only_where_its_stop_rule_stops(name, seed):
+    """The monitor trains ahead until its stop rule is met: a detector that fired where its rule was not met would
+    have its reaction come late. Each episode: a steady error (or a daily cycle), then a step up where every other
+    error is put exactly at the rule's error bound (the most it allows, just after a high one: when a bound above
+    the alarm's midpoint would let the chart fire unseen), then high errors until the detector fires."""
+    rng = np.random.default_rng(seed)
+    det = make_detector(name)
+    fires = 0
+    for _ in range(25):
+        det.reset()
+        low, high = rng.uniform(0.0, 0.1), rng.uniform(0.3, 0.6)
+        swing = rng.choice([0.0, 0.25])  # some days a few busy hours err more: the upper decile sets the alarm
+        errors = [low + swing * (k % 24 < 3) + rng.normal(0, 0.02) for k in range(int(rng.integers(60, 150)))]
+        errors += [high + swing if k % 2 == 0 else None for k in range(12)] + [high + swing] * 20  # None: the bound
+        ref = None
+        for x in errors:
+            if ref is None or ref.t == len(ref.rule.error_above):
+                ref = RuleReference(det.stop_rule(int(rng.integers(1, 17))))  # a call's worth, as the monitor asks
+            bound = ref.rule.error_above[ref.t]
+            if x is None:
+                x = bound if math.isfinite(bound) else high
+            x = float(np.clip(x, 0.0, 1.0))
+            rows = 100.0 if rng.random() > 0.05 else float(rng.integers(50, 100))
+            met = ref.meets(1.0 - x, rows)
+            if det.update(x, rows):
+                assert met, (x, ref.rule)
+                fires += 1
+                break
+            if met:
+                ref = None  # the call ends here; the next one asks again
+    assert fires >= 20, "the episodes rarely fired: the test would not see a wrong rule"
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_ewma_stop_rule_bounds_the_midpoint_and_alarm_whatever_comes_before(seed):
+    """The rule's bounds for update t against the very midpoint and alarm level the chart compares update t with,
+    after t - 1 updates of any kind: zeros (they pull the median down most), ones, noise, a ramp; from chart states
+    with a growing, a full, a steady, a cyclic, a falling and a widely spread reference."""
+    from include.training.drift_detectors import EwmaChart
+
+    rng = np.random.default_rng(seed)
+    for history, kind in ((20, "cycle"), (60, "cycle"), (75, "cycle"), (140, "cycle"), (75, "falling"),
+                          (140, "falling"), (140, "spread")):
+        det = make_detector("ewma")
+        for k in range(history):
+            if kind == "falling":  # a learning curve: the oldest errors are the highest, and leave the reference first
+                det.update(0.5 * (1 - k / history) + 0.001 * rng.random(), 100.0)
+                continue
+            if kind == "spread":  # errors all over: the spread (interquartile range) sets the alarm
+                det.update(float(rng.uniform(0.0, 0.4)), 100.0)
+                continue
+            det.update(float(np.clip(0.05 + rng.choice([0.0, 0.3]) * (k % 24 < 5) + rng.normal(0, 0.03), 0, 1)), 100.0)
+        rule = det.stop_rule(40)
+        assert rule.level == det.level and rule.run == det.run and rule.full == det.full
+        for before in (np.zeros(39), np.ones(39), rng.uniform(0, 1, 39), np.linspace(0.5, 0.0, 39)):
+            probe = EwmaChart.from_dict(det.to_dict())
+            for t in range(40):
+                limits = probe.limits()
+                if limits is not None:
+                    assert rule.error_above[t] <= (limits[0] + limits[1]) / 2 + 1e-12, (history, t, rule, limits)
+                    if probe.n + 1 > probe.min_samples:
+                        assert rule.alarm_above[t] <= limits[1] + 1e-12, (history, t, rule, limits)
+                if t < len(before) and probe.update(float(before[t]), 100.0):
+                    break  # it fired: the monitor stops there and asks again
+
+
+def test_the_ewma_stop_rule_lets_a_drift_free_stream_train_ahead():
+    """The rule is not merely safe: on a steady low error it is not met, so the monitor's calls stay long; within
+    the warm-up it cannot be met."""
+    det = make_detector("ewma")
+    rng = np.random.default_rng(0)
+    for x in batch_errors(rng, 0.05, 120):
+        assert not det.update(float(x), 100.0)
+    rule = det.stop_rule(64)
+    median, alarm = det.limits()
+    assert all(0.08 <= b <= (median + alarm) / 2 for b in rule.error_above[:16]), (rule, median, alarm)
+    ref = RuleReference(rule)
+    assert not any(ref.meets(1.0 - float(x), 100.0) for x in batch_errors(rng, 0.05, 64))
+    ref = RuleReference(make_detector("ewma").stop_rule(40))
+    assert not any(ref.meets(0.0, 100.0) for _ in range(40))  # an error of 1 throughout, but the warm-up
 
 
 def test_invalid_settings_are_rejected():
@@ -354,15 +462,17 @@ def test_generated_drift_is_detected_soon_after_the_rule_visibly_changes(tmp_pat
 
 @pytest.mark.parametrize("reaction", ["shrink", "retrain"])
 def test_a_reaction_in_one_call_is_the_same_as_mini_batch_by_mini_batch(blog_schema, reaction):
-    """One call trains ahead and comes back on a detection: metrics, detections, weights and state must be those of
-    a monitor given one mini-batch per call, and the learning rate boost must still count down."""
+    """One call trains ahead, stopping where an event is possible: metrics, detections, weights and state must be
+    those of a monitor given one mini-batch per call, and the learning rate boost must still count down."""
     x1, y1 = rows(blog_schema, 6000)
     x2, y2 = rows(blog_schema, 1500, flip=True, seed=1)
     x, y = np.concatenate([x1, x2]), np.concatenate([y1, y2])
     cfg = DriftConfig(reaction=reaction, lr_batches=5, min_keep_rows=100)
 
     whole, whole_mon = small_learner(blog_schema), DriftMonitor(cfg)
+    trained = count_trained(whole)
     metrics, dets = whole_mon.process(whole, x, y)
+    assert trained == [len(y) // 100]  # each mini-batch trained once: nothing is undone and trained again
     one, one_mon = small_learner(blog_schema), DriftMonitor(cfg)
     one_metrics, one_dets = [], []
     for start in range(0, len(y), 100):
@@ -376,15 +486,57 @@ def test_a_reaction_in_one_call_is_the_same_as_mini_batch_by_mini_batch(blog_sch
     assert whole.learning_rate() == pytest.approx(one.learning_rate())
 
 
-def test_snapshot_and_restore_put_the_learner_back_exactly(blog_schema):
+def test_process_until_stops_after_the_first_mini_batch_that_meets_the_rule(blog_schema):
+    from include.training.learner_config import StopRule
+
+    x, y = rows(blog_schema, 1200)
+    ref = small_learner(blog_schema)
+    expected = ref.process(x, y)
+    accs = [m.prequential_accuracy for m in expected]
+    never = [-np.inf] * 12
+    stop = 5  # the sixth mini-batch meets its accuracy bound; the ones before are just above theirs
+    at_most = np.array(accs) - 0.01
+    at_most[stop] = accs[stop]
     learner = small_learner(blog_schema)
-    x, y = rows(blog_schema, 600)
-    learner.process(x[:300], y[:300])
-    snap = learner.snapshot()
-    first = learner.process(x[300:], y[300:])
-    learner.restore(snap)
-    again = learner.process(x[300:], y[300:])
-    assert np.array_equal(table(first), table(again), equal_nan=True)
+    got, stopped = learner.process_until(x, y, StopRule(at_most, [np.inf] * 12, [np.inf] * 12))
+    assert stopped and len(got) == stop + 1 and learner.batches_seen == stop + 1
+    assert np.array_equal(table(got), table(expected[:stop + 1]), equal_nan=True)
+    rest, stopped = learner.process_until(x[600:], y[600:], None)  # the rest, untouched until now
+    assert not stopped and np.array_equal(table(got + rest), table(expected), equal_nan=True)
+    assert all(np.array_equal(a, b) for a, b in zip(learner.model.get_weights(), ref.model.get_weights()))
+    last, stopped = small_learner(blog_schema).process_until(
+        x[:300], y[:300], StopRule([-np.inf, -np.inf, 1.0], [np.inf] * 3, [np.inf] * 3))
+    assert stopped and len(last) == 3  # the last mini-batch meeting the rule says so too
+
+    # The chart: where the compiled loop stops is where the plain-Python reference of the rule is first met, for
+    # charts that carry a level and a run in and bounds that cut through the errors (chunks of 8: the chart goes on
+    # from one compiled call to the next).
+    errors = 1.0 - np.array(accs)
+    for alpha, persist, run, level, cut in ((0.3, 2.0, 0.0, np.nan, 0.5), (0.3, 2.0, 1.0, 0.4, 0.5),
+                                            (0.5, 1.0, 0.0, 0.1, 0.3), (0.3, 3.0, 0.0, np.nan, 0.0)):
+        rule = StopRule(never, [float(np.quantile(errors, cut))] * 12, [float(np.quantile(errors, 0.2))] * 12,
+                        alpha=alpha, level=level, full=100.0, run=run, persist=persist)
+        reference = RuleReference(rule)
+        first = next((k for k, m in enumerate(expected) if reference.meets(m.prequential_accuracy, m.n)), None)
+        got, stopped = small_learner(blog_schema).process_until(x, y, rule)
+        assert stopped == (first is not None) and len(got) == (12 if first is None else first + 1), (rule, first)
+    assert first is not None and first > 0  # the cases include a stop that the chart had to build up to
+    with pytest.raises(ValueError, match="one value per mini-batch"):
+        small_learner(blog_schema).process_until(x[:300], y[:300], StopRule([0.5], [0.5], [0.5]))
+
+
+def count_trained(learner) -> list[int]:
+    """Counts the mini-batches ``learner`` trains from here on (``[count]``)."""
+    count = [0]
+    process_until = learner.process_until
+
+    def counting(*args, **kwargs):
+        out = process_until(*args, **kwargs)
+        count[0] += len(out[0])
+        return out
+
+    learner.process_until = counting
+    return count
 
 
 def table(metrics) -> np.ndarray:
@@ -441,8 +593,10 @@ def test_memory_in_one_call_is_the_same_as_mini_batch_by_mini_batch_and_resumes_
     x, y, back = recurring(blog_schema)
     cfg = DriftConfig(min_keep_rows=100)
     whole, whole_mon = memory_learner(blog_schema), DriftMonitor(cfg)
+    trained = count_trained(whole)
     metrics, dets = whole_mon.process(whole, x, y)
     assert [d.reaction for d in dets] == ["shrink", "recall"], dets
+    assert trained == [len(y) // 100]
 
     one, one_mon = memory_learner(blog_schema), DriftMonitor(cfg)
     one_metrics, one_dets = [], []
@@ -467,6 +621,16 @@ def test_memory_in_one_call_is_the_same_as_mini_batch_by_mini_batch_and_resumes_
     assert whole_mon.to_dict() == one_mon.to_dict()
     a, b = whole.get_state(), one.get_state()
     assert a["memory_at"] == b["memory_at"] and np.array_equal(a["memory"], b["memory"])
+
+    # Calls of 7 mini-batches (as the trainer's fetches cut the stream): a recall window that spans two calls.
+    seven, seven_mon = memory_learner(blog_schema), DriftMonitor(cfg)
+    seven_metrics, seven_dets = [], []
+    for start in range(0, len(y), 700):
+        m, d = seven_mon.process(seven, x[start:start + 700], y[start:start + 700])
+        seven_metrics += m
+        seven_dets += [Detection(**{**vars(det), "index": start // 100 + det.index}) for det in d]
+    assert seven_dets == dets
+    assert np.array_equal(table(seven_metrics), table(metrics), equal_nan=True)
 
 
 def test_learner_memory_state_round_trips_and_old_states_load(blog_schema):
