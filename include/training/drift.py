@@ -171,8 +171,8 @@ class DriftMonitor:
         ``chunk_batches`` mini-batches at once (no further than the end of a learning-rate boost), but stops after
         the first one on which the detector or the recall test might fire (:meth:`IncrementalLearner.process_until`
         with :meth:`_stop_rule`), which is then watched, the reaction applied, and the rest goes on the same way;
-        nothing is ever trained twice. The model is set aside as an anchor after every ``anchor_batches``-th mini-batch of its life,
-        whatever the calls.
+        nothing is ever trained twice. The model is set aside as an anchor after every ``anchor_batches``-th
+        mini-batch of its life, whatever the calls.
 
         Returns:
             The learner's metrics (one per mini-batch) and the detections, in order.
@@ -190,7 +190,8 @@ class DriftMonitor:
                 self._watch(learner, m, None, k, detections)
             return metrics, detections
         i = 0
-        scored: tuple[int, int, np.ndarray] | None = None  # memory scores of mini-batches (from, to), kept until an event
+        # The memory entries' scores on mini-batches (from, to), kept until an event changes the memory.
+        scored: tuple[int, int, np.ndarray] | None = None
         while i < len(sizes):
             # Calls end at multiples of the learner's chunk in the model's life, and where an anchor is due.
             chunk = learner.config.chunk_batches

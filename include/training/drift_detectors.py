@@ -111,7 +111,11 @@ class EwmaChart:
         if len(ref) < 3:
             return None
         q25, median, q75, q90 = (_quantile(ref, q) for q in (0.25, 0.5, 0.75, 0.9))
-        return median, max(q90 + self.sigmas * (q75 - q25) / 1.349, median + self.min_rise)
+        return median, self._alarm(median, q75 - q25, q90)
+
+    def _alarm(self, median: float, spread: float, q90: float) -> float:
+        """The alarm level of a reference with this median, interquartile range and upper decile (rising with each)."""
+        return max(q90 + self.sigmas * spread / 1.349, median + self.min_rise)
 
     def update(self, x: float, weight: float = 1.0) -> bool:
         """Add one mini-batch's error (``weight`` rows); True when a rise is detected (then call :meth:`reset`)."""
@@ -165,7 +169,7 @@ class EwmaChart:
                 q25_rank = int(0.25 * (size - 1)) + 1 + (len(held) - size) + a
                 q25 = held[q25_rank] if q25_rank < len(held) else 1.0
                 median, q75, q90 = low(0.5, a), low(0.75, a), low(0.9, a)
-                alarm = max(q90 + self.sigmas * max(0.0, q75 - q25) / 1.349, median + self.min_rise)
+                alarm = self._alarm(median, max(0.0, q75 - q25), q90)
                 midpoint = (median + alarm) / 2
             error_above.append(midpoint)
             alarm_above.append(math.inf if self.n + t <= self.min_samples else alarm)

@@ -145,7 +145,7 @@ def test_state_round_trip_continues_exactly(name):
 
 
 class RuleReference:
-    """:class:`StopRule`'s semantics in plain Python, one mini-batch at a time (the learner's compiled loop must agree)."""
+    """:class:`StopRule`'s semantics in plain Python, one mini-batch at a time (the compiled loop must agree)."""
 
     def __init__(self, rule) -> None:
         self.rule, self.t = rule, 0
