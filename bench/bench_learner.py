@@ -3,7 +3,8 @@
     .venv/bin/python bench/bench_learner.py [--data PATH] [--rows 200000] [--seedloop-batches 300]
 
 Measures: decoding speed; records/s of ``IncrementalLearner.process`` in seed and replay mode on ~200k rows (the
-file repeated), compile time excluded and shown apart; the faithful ``fit``/``evaluate`` loop (``SeedLoop``) on a few
+file repeated), compile time excluded and shown apart; the same rows through the drift monitor with its defaults
+(reaction, concept memory) for each of ``--monitor-chunks`` mini-batches per compiled call, with the calls it made; the faithful ``fit``/``evaluate`` loop (``SeedLoop``) on a few
 hundred mini-batches; on the file in order, the window accuracy at the end of week 1 (line 5,600) and week 2 in
 replay mode, and the mean absolute difference between the seed-mode and SeedLoop window-accuracy curves.
 """
@@ -34,6 +35,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--seedloop-batches", type=int, default=300)
     parser.add_argument("--replay-seeds", type=int, default=3)
+    parser.add_argument("--monitor-chunks", default="16,32,64", help="chunk sizes to run the drift monitor with")
     parser.add_argument("--intra-op-threads", type=int, default=None)
     parser.add_argument("--inter-op-threads", type=int, default=None)
     args = parser.parse_args()
@@ -76,6 +78,27 @@ def main() -> None:
         steps = sum(m.steps for m in metrics)
         print(f"{mode} mode: {speeds[mode]:,.0f} records/s on {len(big_x) - 100:,} rows "
               f"({len(metrics)} mini-batches, {steps:,} gradient steps; first call incl. compile {compile_s:.1f} s)")
+
+    # The drift monitor with its defaults: a call stops where an event is possible, so calls = chunks + stops.
+    from include.training.drift import DriftConfig, DriftMonitor
+
+    for mode in ("single_pass", "replay"):
+        for chunk in (int(c) for c in args.monitor_chunks.split(",")):
+            learner = IncrementalLearner(build_model(schema, seed=0), LearnerConfig(mode=mode, chunk_batches=chunk))
+            learner.compile()
+            calls, process_until = [0], learner.process_until
+
+            def counted(*a, **kw):  # noqa: ANN002, ANN003, ANN202
+                calls[0] += 1
+                return process_until(*a, **kw)
+
+            learner.process_until = counted
+            monitor = DriftMonitor(DriftConfig())
+            events = []
+            _, secs = _timed(lambda: [events.extend(monitor.process(learner, big_x[i:i + 6400], big_y[i:i + 6400])[1])
+                                      for i in range(0, len(big_x), 6400)])
+            print(f"{mode} mode through the drift monitor, {chunk} mini-batches a call: {len(big_x) / secs:,.0f} "
+                  f"records/s, {calls[0]:,} calls for {-(-len(big_x) // 100):,} mini-batches, {len(events)} events")
     e2e_values = big_values[: 100_000]
 
     def end_to_end():
@@ -96,7 +119,7 @@ def main() -> None:
     loop_metrics, loop_s = _timed(lambda: loop.process(big_x[:n_loop], big_y[:n_loop]))
     loop_speed = n_loop / loop_s
     print(f"SeedLoop (model.fit + model.evaluate per mini-batch): {loop_speed:,.0f} records/s over "
-          f"{args.seedloop_batches} mini-batches; fast seed mode is {speeds['seed'] / loop_speed:,.0f}x faster")
+          f"{args.seedloop_batches} mini-batches; single-pass mode is {speeds['single_pass'] / loop_speed:,.0f}x faster")
 
     fast_curve = [m.window_accuracy for m in IncrementalLearner(build_model(schema, seed=0), LearnerConfig()).process(x, y)]
     exact = SeedLoop(build_model(schema, seed=0), LearnerConfig(), shuffle=False).process(x, y)
