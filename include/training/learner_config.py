@@ -57,9 +57,8 @@ class LearnerConfig:
         learning_rate: If set, assigned to the model optimizer's learning rate; None keeps the optimizer's own.
         chunk_batches: Mini-batches per compiled call (the compiled function's fixed shape; a call may stop early,
             see :meth:`IncrementalLearner.process_until`). 32 by default, the drift monitor's anchor period, which
-            cuts its calls anyway: one side-by-side in-process run on the author's file repeated (1 M records, drift
-            reaction and memory on): 296,000 records/s with 32, 228,000 with 16, 245,000 with 64 in single-pass
-            mode; 56,000, 52,800 and 54,700 in replay mode.
+            cuts its calls anyway (``bench/bench_learner.py``, 200k rows through the monitor: 151 calls with 32 or
+            64, 211 with 16; records/s within the noise of each other).
         jit_compile: Compile the chunk with XLA (much faster on CPU for this small model).
     """
 
